@@ -1,0 +1,7 @@
+"""Picture codecs behind one interface (:class:`VideoCodec`), plus the content-addressed bitstream cache."""
+
+from vcm_eval.codecs.base import CodecError, CodecUnavailableError, FrameSpec, VideoCodec
+from vcm_eval.codecs.lossless import LosslessCodec
+from vcm_eval.codecs.x265 import X265Codec
+
+__all__ = ["CodecError", "CodecUnavailableError", "FrameSpec", "LosslessCodec", "VideoCodec", "X265Codec"]

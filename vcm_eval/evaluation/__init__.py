@@ -1,0 +1,1 @@
+"""Scoring: detection metrics (pycocotools, Open Images), bits and bpp, BD-rate."""
