@@ -33,3 +33,21 @@ def coding_error(coded_input: np.ndarray, reconstruction: np.ndarray) -> np.ndar
 def add_upsampled_error(finer: np.ndarray, error: np.ndarray) -> np.ndarray:
     """``C'_{N-1} = C_{N-1} + up(E_N)``: the finer level that goes to the codec instead of ``C_{N-1}``."""
     return finer.astype(np.float32) + upsample_nearest(error, finer.shape[1:]).astype(np.float32)
+
+
+def top_down_sums(
+    layers: dict[str, np.ndarray], order: tuple[str, ...] = ("c5", "c4", "c3", "c2")
+) -> dict[str, np.ndarray]:
+    """The FPN's top-down maps before the output convolutions: ``T5 = C5``, ``Tk = Ck + up(T(k+1))``.
+
+    ``order`` lists the levels coarse to fine; keys of the result are the same level names.
+    """
+    sums: dict[str, np.ndarray] = {}
+    previous = None
+    for level in order:
+        current = layers[level].astype(np.float32)
+        if previous is not None:
+            current = current + upsample_nearest(previous, current.shape[1:])
+        sums[level] = current
+        previous = current
+    return sums

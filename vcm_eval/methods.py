@@ -1,0 +1,167 @@
+"""The base classes of every anchor and proposal ("entries"), and the record of coded features.
+
+An entry codes the split-point features of one image at one rate point with the picture codec the
+CTC selects. It owns the *method* (what is coded, in which order, with which side information); the
+framework owns everything else (caching, scheduling, detection, scoring, reporting). Adding a
+proposal is a module in ``proposals/`` plus a file in ``conf/proposal/``; nothing in ``vcm_eval/``
+changes.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.types import SplitFeatures, SplitMeta
+
+
+@dataclass
+class CodedLevel:
+    """One coded feature level: where its bitstream is and what the decoder needs to invert it.
+
+    Attributes:
+        level: ``c2``..``c5``.
+        bitstream: store key of the bitstream (see :class:`~vcm_eval.codecs.cache.CachedCodec`).
+        num_bytes: bitstream size.
+        quant: :class:`~vcm_eval.features.quantize.QuantParams` as a dict (side information).
+        geometry: :class:`~vcm_eval.features.packing.PackingGeometry` as a dict (derivable by the decoder).
+        psnr_db: PSNR of the decoded map against the map that was coded, peak = max - min of that map.
+        encode_s, decode_s: wall time of the codec calls (encode 0 when the bitstream came from the cache).
+        from_cache: no encoder ran for this level in this task.
+        command: the encoder command line or options, as recorded with the bitstream.
+    """
+
+    level: str
+    bitstream: str
+    num_bytes: int
+    quant: dict
+    geometry: dict
+    psnr_db: float
+    encode_s: float
+    decode_s: float
+    from_cache: bool
+    command: list[str] | None = None
+
+    @property
+    def num_bits(self) -> int:
+        return 8 * self.num_bytes
+
+@dataclass
+class CodedFeatures:
+    """The coded C-layers of one image at one rate point: the bitstreams plus side information.
+
+    ``num_bits`` counts every bit a decoder receives: the bitstreams and ``side_info_bits``.
+    """
+
+    entry: str
+    rate_point: int
+    meta: SplitMeta
+    levels: dict[str, CodedLevel]
+    side_info_bits: int
+    codec: dict = field(default_factory=dict)
+
+    @property
+    def num_bits(self) -> int:
+        return sum(level.num_bits for level in self.levels.values()) + self.side_info_bits
+
+    def level_bits(self) -> dict[str, int]:
+        return {name: level.num_bits for name, level in self.levels.items()}
+
+    def to_dict(self) -> dict:
+        return {
+            "entry": self.entry,
+            "rate_point": self.rate_point,
+            "meta": asdict(self.meta),
+            "levels": {k: asdict(v) for k, v in self.levels.items()},
+            "side_info_bits": self.side_info_bits,
+            "codec": self.codec,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CodedFeatures:
+        meta = SplitMeta(**{k: tuple(v) for k, v in d["meta"].items()})
+        levels = {k: CodedLevel(**v) for k, v in d["levels"].items()}
+        return cls(d["entry"], int(d["rate_point"]), meta, levels, int(d["side_info_bits"]), d.get("codec", {}))
+
+class CodingEntry(abc.ABC):
+    """Base of anchors and proposals.
+
+    Args:
+        name: stable identifier (YAML file name = MLflow run name = spreadsheet sheet).
+        rate_points: the QPs this entry is evaluated at (from the CTC definition).
+        bit_depth: sample bit depth of the coded pictures.
+
+    ``input`` says what the entry codes: ``"features"`` (split-point C-layers) or ``"image"`` (the
+    picture itself, detected with the unsplit model).
+    """
+
+    input: ClassVar[str] = "features"
+
+    def __init__(self, *, name: str, rate_points: Sequence[int], bit_depth: int = 10) -> None:
+        if not rate_points:
+            raise ValueError(f"entry {name!r} has no rate points; set them in the CTC definition (ctc.qps)")
+        self.name = name
+        self.rate_points = [int(r) for r in rate_points]
+        self.bit_depth = int(bit_depth)
+
+    def identity(self) -> dict[str, Any]:
+        """Class and method parameters: what makes two entries code the same thing. Rate points are
+        left out (each task carries its own), so two entries differing only in their QP lists share results."""
+        params = {k: v for k, v in self.params().items() if k not in ("name", "rate_points")}
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **params}
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments as attributes (override when they are stored under other names)."""
+        names = set()
+        for klass in type(self).__mro__:
+            if "__init__" in vars(klass):
+                names |= {p for p in inspect.signature(klass.__init__).parameters if p != "self"}
+        return {n: _plain(getattr(self, n)) for n in sorted(names) if hasattr(self, n)}
+
+class FeatureCodingMethod(CodingEntry):
+    """Codes split-point features; subclass in ``anchors/`` or ``proposals/``.
+
+    Contract: ``encode`` codes every level with ``coder`` and returns the record; ``decode`` rebuilds
+    the C-layers a receiver would get from that record alone (bitstreams + side information), which
+    the framework passes to the model's decoder side. Both are deterministic functions of their inputs.
+    """
+
+    input: ClassVar[str] = "features"
+
+    @abc.abstractmethod
+    def encode(self, features: SplitFeatures, rate_point: int, coder: CachedCodec, *,
+               label: str = "") -> CodedFeatures:
+        """Code ``features`` at ``rate_point``; ``label`` names the image in errors and logs."""
+
+    @abc.abstractmethod
+    def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:
+        """Reconstruct the C-layers from ``coded``."""
+
+class ImageCodingMethod(CodingEntry):
+    """Codes the input picture itself (the image anchor); the unsplit model runs on the decoded picture.
+
+    Contract: ``code`` returns the decoded RGB uint8 picture of the original size, the bits a
+    receiver gets, and a JSON-able record of how it was coded.
+    """
+
+    input: ClassVar[str] = "image"
+
+    @abc.abstractmethod
+    def code(self, image: np.ndarray, rate_point: int, coder: CachedCodec, *,
+             label: str = "") -> tuple[np.ndarray, dict]:
+        """Returns ``(decoded RGB uint8 picture, record)``; the record holds ``num_bits`` and timings."""
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value

@@ -1,0 +1,149 @@
+"""A content-addressed store for everything a sweep computes: C-layers, bitstreams, coded-feature
+records, detections.
+
+Every object is named by the sha256 of what determines it (:func:`content_key`), so the same work
+is never done twice — not by a re-run, not by another entry that codes the same picture, not by
+another executor or machine that sees the same store. Objects are immutable once written.
+
+Writes are atomic: on a filesystem the bytes go to a temporary file in the target folder, then
+``os.replace`` moves it into place, so two workers racing on one object leave one valid file and a
+killed worker leaves none. Other fsspec URLs (``s3://``, ``gs://``, ...) write whole objects, which
+object stores publish atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal strings (and keys)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot put {type(obj).__name__} into a cache key")
+
+
+def content_key(*parts: Any) -> str:
+    """sha256 hex of the parts: bytes are hashed as they are, anything else as canonical JSON."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part if isinstance(part, (bytes, bytearray, memoryview)) else canonical_json(part).encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+class StoreError(RuntimeError):
+    """An object in the store is missing or damaged; the message names the file."""
+
+
+class Store:
+    """Content-addressed objects under ``root`` (a folder or an fsspec URL).
+
+    Layout: ``<root>/<kind>/<key[:2]>/<key><suffix>``. Kinds used by vcm_eval: ``clayers`` (.npz),
+    ``bitstreams`` (.bin + .json record), ``coded`` (.json), ``detections`` (.json).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        root = str(root)
+        self.url = root
+        if "://" in root and not root.startswith("file://"):
+            import fsspec  # only remote stores need it
+
+            self._fs, self._root = fsspec.core.url_to_fs(root)
+            self._local = False
+        else:
+            self._fs = None
+            self._root = str(Path(root.removeprefix("file://")).expanduser().resolve())
+            self._local = True
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["url"])
+
+    def path(self, kind: str, key: str, suffix: str) -> str:
+        return f"{self._root}/{kind}/{key[:2]}/{key}{suffix}"
+
+    def exists(self, kind: str, key: str, suffix: str) -> bool:
+        p = self.path(kind, key, suffix)
+        return os.path.exists(p) if self._local else self._fs.exists(p)
+
+    def write_bytes(self, kind: str, key: str, suffix: str, data: bytes) -> str:
+        p = self.path(kind, key, suffix)
+        if not self._local:
+            self._fs.pipe_file(p, data)
+            return p
+        folder = os.path.dirname(p)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return p
+
+    def read_bytes(self, kind: str, key: str, suffix: str) -> bytes:
+        p = self.path(kind, key, suffix)
+        try:
+            if self._local:
+                with open(p, "rb") as f:
+                    return f.read()
+            return self._fs.cat_file(p)
+        except FileNotFoundError:
+            raise StoreError(f"{p}: not in the store (it was deleted, or the store root changed)") from None
+
+    def write_json(self, kind: str, key: str, obj: Any) -> str:
+        return self.write_bytes(kind, key, ".json", json.dumps(obj, indent=1, default=_json_default).encode())
+
+    def read_json(self, kind: str, key: str) -> Any:
+        data = self.read_bytes(kind, key, ".json")
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as exc:
+            p = self.path(kind, key, ".json")
+            raise StoreError(f"{p}: damaged JSON ({exc}); delete the file and run again to recompute it") from exc
+
+    def write_arrays(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> str:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return self.write_bytes(kind, key, ".npz", buf.getvalue())
+
+    def read_arrays(self, kind: str, key: str) -> dict[str, np.ndarray]:
+        data = self.read_bytes(kind, key, ".npz")
+        try:
+            with np.load(io.BytesIO(data)) as npz:
+                return {k: npz[k] for k in npz.files}
+        except Exception as exc:  # noqa: BLE001 - zip/pickle errors all mean "damaged"
+            p = self.path(kind, key, ".npz")
+            raise StoreError(f"{p}: damaged array file ({exc}); delete it and run again to recompute it") from exc
