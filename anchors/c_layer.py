@@ -1,0 +1,106 @@
+"""The C-layer feature-map anchor (the paper's reference [11]).
+
+The network is split after the FPN lateral 1x1 convolutions. Each level ``Ck`` (k = 2..5) is, on
+its own:
+
+1. min-max quantised to N bits (10 by default) with one (min, max) pair per level;
+2. packed, channel by channel in index order, into one monochrome picture (16 x 16 tiles for 256
+   channels);
+3. coded as a 4:0:0 picture with the CTC's codec (All-Intra, fixed QP);
+
+and the receiver decodes, unpacks and dequantises each level and runs the rest of the network on
+the reconstructions. Coding error of a coarse level reaches every finer level through the FPN's
+top-down sums — the weakness the compensation proposal addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vcm_eval.codecs.base import FrameSpec
+from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.evaluation.bitrate import feature_side_info_bits, psnr_db
+from vcm_eval.features import (
+    PackingGeometry,
+    QuantParams,
+    dequantize,
+    min_max_params,
+    pack_channels,
+    quantize,
+    unpack_channels,
+)
+from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
+from vcm_eval.types import Frame, SplitFeatures
+
+
+class CLayerAnchor(FeatureCodingMethod):
+    """Quantise -> pack -> code each C-layer independently.
+
+    Args:
+        name: entry name (``c_layer``).
+        rate_points: QPs of the CTC.
+        bit_depth: quantiser and picture bit depth (10 in the CTC).
+        levels: levels coded, coarse to fine; every level the model's decoder needs.
+
+    Example::
+
+        >>> anchor = CLayerAnchor(name="c_layer", rate_points=[41, 43])
+        >>> coded = anchor.encode(features, 41, coder)          # doctest: +SKIP
+        >>> recon = anchor.decode(coded, coder)                  # doctest: +SKIP
+    """
+
+    def __init__(self, *, name: str = "c_layer", rate_points: Sequence[int], bit_depth: int = 10,
+                 levels: Sequence[str] = ("c5", "c4", "c3", "c2")) -> None:
+        super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
+        self.levels = list(levels)
+
+    def code_level(self, level: str, feature_map: np.ndarray, qp: int, coder: CachedCodec, *,
+                   label: str) -> tuple[CodedLevel, np.ndarray]:
+        """Quantise, pack and code one (C, H, W) map; returns its record and the decoded float32 map."""
+        params = min_max_params(feature_map, self.bit_depth)
+        picture, geometry = pack_channels(quantize(feature_map, params))
+        frame = Frame.gray(picture, self.bit_depth)
+        picture_label = f"{label} {level} ({frame.width}x{frame.height}) at QP {qp}"
+        stored = coder.encode(frame, qp, label=picture_label)
+        decoded, decode_s = coder.decode(stored.key, FrameSpec.of(frame), label=picture_label)
+        reconstruction = dequantize(unpack_channels(decoded.luma, geometry), params)
+        record = CodedLevel(
+            level=level,
+            bitstream=stored.key,
+            num_bytes=stored.num_bytes,
+            quant=params.to_dict(),
+            geometry=geometry.to_dict(),
+            psnr_db=psnr_db(feature_map, reconstruction, params.maximum - params.minimum),
+            encode_s=0.0 if stored.from_cache else stored.encode_s,
+            decode_s=decode_s,
+            from_cache=stored.from_cache,
+            command=stored.command,
+        )
+        return record, reconstruction
+
+    def decode_level(self, record: CodedLevel, coder: CachedCodec, *, label: str) -> np.ndarray:
+        """Decode, unpack and dequantise one level from its record."""
+        params = QuantParams(**record.quant)
+        geometry = PackingGeometry(**record.geometry)
+        height, width = geometry.picture_shape
+        spec = FrameSpec(height, width, params.bit_depth, "400")
+        decoded, _ = coder.decode(record.bitstream, spec, label=f"{label} {record.level}")
+        return dequantize(unpack_channels(decoded.luma, geometry), params)
+
+    def encode(self, features: SplitFeatures, rate_point: int, coder: CachedCodec, *,
+               label: str = "") -> CodedFeatures:
+        missing = [lv for lv in self.levels if lv not in features.layers]
+        if missing:
+            raise ValueError(f"{self.name}: features of {label} lack levels {missing}; "
+                             f"the model gives {sorted(features.layers)}")
+        levels = {}
+        for level in self.levels:
+            levels[level], _ = self.code_level(level, features.layers[level], rate_point, coder, label=label)
+        return CodedFeatures(self.name, rate_point, features.meta, levels,
+                             feature_side_info_bits(len(levels)), coder.identity())
+
+    def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:
+        layers = {name: self.decode_level(record, coder, label=label) for name, record in coded.levels.items()}
+        return SplitFeatures(layers=layers, meta=coded.meta)

@@ -1,0 +1,222 @@
+"""``python -m vcm_eval``: compose the configuration, run the sweep, write and log the results.
+
+No numerics here: the sweep is :mod:`vcm_eval.pipeline`, scoring is :mod:`vcm_eval.evaluation`,
+the files are :mod:`vcm_eval.reporting`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import vcm_eval
+from vcm_eval.codecs.base import CodecError, VideoCodec
+from vcm_eval.data.base import DetectionDataset
+from vcm_eval.data.images import ImageReadError
+from vcm_eval.evaluation.summary import bd_table, format_bd, summarize
+from vcm_eval.executors.base import Executor
+from vcm_eval.methods import CodingEntry
+from vcm_eval.models.base import WeightsError
+from vcm_eval.pipeline import EntrySpec, Sweep, SweepError
+from vcm_eval.reporting.plots import rate_accuracy_plot, rate_split_plot
+from vcm_eval.reporting.tables import write_tables
+from vcm_eval.reporting.xlsx import write_workbook
+from vcm_eval.store import Store, StoreError
+
+log = logging.getLogger("vcm_eval")
+
+#: errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
+USER_ERRORS = (SweepError, CodecError, WeightsError, ImageReadError, StoreError, FileNotFoundError, ValueError,
+               TypeError)
+
+_METRIC_LABELS = {"map_50": "mAP@0.5", "map_50_95": "mAP@[.5:.95]"}
+
+
+@dataclass
+class RunOutcome:
+    """What one invocation produced."""
+
+    out_dir: Path
+    summary: pd.DataFrame
+    bd: pd.DataFrame
+    per_image: pd.DataFrame
+    files: dict[str, Path]
+    mlflow_run_id: str | None
+
+
+def build_entries(cfg: DictConfig) -> list[EntrySpec]:
+    """Instantiate every anchor and proposal of the config (each group option nests its body under its name)."""
+    specs = []
+    for role, group in (("anchor", cfg.get("anchor")), ("proposal", cfg.get("proposal"))):
+        for key, node in (group or {}).items():
+            target = node.get("_target_") if isinstance(node, DictConfig) else None
+            if target is None:
+                raise ValueError(f"{role} option {key!r} has no _target_; nest its settings under its name "
+                                 f"(see conf/{role}/)")
+            entry = instantiate(node, _convert_="all")
+            if not isinstance(entry, CodingEntry):
+                raise TypeError(f"{role} {key!r}: _target_ {target} builds {type(entry).__name__}, which is not a "
+                                "vcm_eval.methods.CodingEntry (subclass FeatureCodingMethod or ImageCodingMethod)")
+            specs.append(EntrySpec(entry, role))
+    if not any(spec.role == "anchor" for spec in specs):
+        raise ValueError("no anchor selected; BD-rate needs one (e.g. anchor=c_layer)")
+    return specs
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}`` (lists as JSON), for MLflow params and the config sheet."""
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = json.dumps(d) if isinstance(d, list) else str(d)
+    return out
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
+    """One sweep of the configured CTC, then every result file; returns what was produced."""
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.paths.store)
+    dataset: DetectionDataset = instantiate(cfg.dataset, _convert_="all")
+    codec: VideoCodec = instantiate(cfg.codec, _convert_="all")
+    codec.check_available()
+    entries = build_entries(cfg)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    executor: Executor = instantiate(cfg.executor, _convert_="all")
+    with executor:
+        sweep = Sweep(dataset=dataset, model_cfg=model_cfg, codec=codec, entries=entries, store=store,
+                      executor=executor, fail_fast=bool(cfg.fail_fast), progress=bool(cfg.progress))
+        model = sweep.model
+        images = sweep.images()
+        log.info("CTC %s: %d images of %s, model %s, codec %s, entries %s, QPs %s; store %s",
+                 cfg.ctc.name, len(images), dataset.name, model.name, codec.name,
+                 ", ".join(f"{s.entry.name} ({s.role})" for s in entries),
+                 {s.entry.name: s.entry.rate_points for s in entries}, store.url)
+        results = sweep.run()
+    per_image = pd.DataFrame(results.rows)
+    evaluator = dataset.make_evaluator(model.class_names)
+    metric = evaluator.headline
+    summary = summarize(per_image, results.detections, evaluator)
+    metric_columns = [c for c in summary.columns if c.startswith("map_")]
+    anchors = [s.entry.name for s in entries if s.role == "anchor"]
+    names = [s.entry.name for s in entries]
+    bd = bd_table(summary, anchors, names, metric, min_points=int(cfg.bd.min_points),
+                  min_overlap=float(cfg.bd.min_overlap))
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    provenance = {
+        "vcm_eval": vcm_eval.__version__, "git": _git_sha(), "python": platform.python_version(),
+        "host": platform.node(), "codec": sweep.runtime.coder.identity(), "model": model.identity(),
+        "dataset": dataset.identity(), "executor": executor.describe(), "store": store.url,
+        "wall_s": None,
+    }
+    files = write_tables(out_dir, per_image, summary, bd, dataset=dataset.name, metric=metric)
+    title = f"{cfg.ctc.name} CTC: {dataset.name}, {model.name}, {codec.name}"
+    files["rd_plot"] = rate_accuracy_plot(out_dir / "rd_curve.png", summary, metric=metric,
+                                          metric_label=_METRIC_LABELS.get(metric, metric), title=title)
+    split = rate_split_plot(out_dir / "rate_split.png", summary, title=f"rate split per level — {title}")
+    if split:
+        files["rate_split"] = split
+    config_flat = flatten(resolved)
+    config_flat.update({f"provenance.{k}": json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+                        for k, v in provenance.items()})
+    files["xlsx"] = write_workbook(out_dir / f"ctc_{cfg.ctc.name}_{dataset.name}.xlsx", summary=summary, bd=bd,
+                                   per_image=per_image, config=config_flat, anchors=anchors,
+                                   tests=[n for n in names if n not in anchors], metric=metric,
+                                   metric_columns=metric_columns)
+    provenance["wall_s"] = time.perf_counter() - started
+    files["provenance"] = out_dir / "provenance.json"
+    files["provenance"].write_text(json.dumps(provenance, indent=1, default=str))
+
+    run_id = None
+    if cfg.tracking.get("enabled", False):
+        from vcm_eval.reporting.mlflow_sink import log_run
+
+        tags = {"git_sha": provenance["git"], "codec": codec.name, "model": model.name, "dataset": dataset.name,
+                "ctc": str(cfg.ctc.name), "weights_sha256": str(model.identity().get("weights_sha256", "")),
+                "codec_version": str(sweep.runtime.coder.identity().get("version", ""))}
+        run_name = "+".join(names) + f"@{cfg.ctc.name}"
+        hydra_dir = out_dir / ".hydra"
+        artifacts = [p for p in files.values()] + ([hydra_dir] if hydra_dir.exists() else []) + \
+                    [out_dir / "resolved_config.yaml"]
+        run_id = log_run(tracking_uri=str(cfg.tracking.tracking_uri), experiment=str(cfg.tracking.experiment),
+                         run_name=run_name, params=config_flat, tags=tags, summary=summary, bd=bd,
+                         metric_columns=metric_columns, artifacts=artifacts,
+                         artifact_location=cfg.tracking.get("artifact_location"))
+    outcome = RunOutcome(out_dir, summary, bd, per_image, files, run_id)
+    print_report(outcome, metric, cfg)
+    return outcome
+
+
+def print_report(outcome: RunOutcome, metric: str, cfg: DictConfig) -> None:
+    """The run summary on stdout: R-P table, BD table, where the files are."""
+    summary, bd = outcome.summary, outcome.bd
+    label = _METRIC_LABELS.get(metric, metric)
+    lines = ["", f"=== results ({label}, bpp = bits / original pixels) ==="]
+    for entry, rows in summary.groupby("entry", sort=False):
+        if rows["qp"].isna().all():
+            lines.append(f"{entry:>14}: {label} {rows[metric].iloc[0] * 100:.2f}")
+            continue
+        cells = "  ".join(f"QP{int(r.qp)}: {r.avg_bpp:.4f} bpp / {getattr(r, metric) * 100:.2f}"
+                          for r in rows.sort_values("qp").itertuples())
+        lines.append(f"{entry:>14}: {cells}")
+    if len(bd):
+        lines.append("=== BD (pchip; cubic in brackets) ===")
+        for r in bd.itertuples():
+            text = (f"{r.test} vs {r.anchor}: BD-rate {format_bd(r.bd_rate_pchip, '%')} "
+                    f"[{format_bd(r.bd_rate_cubic, '%')}], BD-{label} {format_bd(r.bd_map_pchip, ' pt')} "
+                    f"[{format_bd(r.bd_map_cubic, ' pt')}]")
+            if r.reason:
+                text += f"  -- {r.reason}"
+            lines.append(text)
+    lines.append(f"files: {outcome.out_dir}")
+    for name in ("xlsx", "summary", "per_image", "rd_plot", "rate_split"):
+        if name in outcome.files:
+            lines.append(f"  {name}: {outcome.files[name]}")
+    if outcome.mlflow_run_id:
+        lines.append(f"MLflow run {outcome.mlflow_run_id} in {cfg.tracking.tracking_uri} "
+                     f"(open with: mlflow ui --backend-store-uri {cfg.tracking.tracking_uri})")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, out_dir)
+    except USER_ERRORS as exc:
+        log.error("%s", exc)
+        print(f"\nvcm_eval: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nvcm_eval: interrupted; finished work is kept in the store, run the same command to resume",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,539 @@
+"""The sweep: every (image, entry, QP) of a CTC definition as a graph of pure, idempotent tasks.
+
+Data flow (DESIGN.md section 3)::
+
+    image -> model.encode -> {c2..c5}                         extract task, once per image (+ uncompressed detections)
+          -> entry.encode(QP) -> bitstreams + side info        code task, one coding chain per (image, entry, QP)
+          -> entry.decode -> model.decode -> detections        detect task, one per reconstruction
+    image -> entry.code(QP) -> decoded picture -> model.detect image task, for image-coding entries
+
+Each task reads its inputs from, and writes its outputs to, the content-addressed :class:`Store`
+under keys that hash everything the output depends on. The driver (:class:`Sweep`) plans the whole
+graph up front, skips every task whose outputs already exist, and hands the rest to an executor.
+So an interrupted sweep resumes where it stopped, the anchor's results are reused by every later
+proposal run at the same configuration, and the executor (in-process, process pool, Dask) is a
+configuration choice that cannot change a number.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from vcm_eval.codecs.base import VideoCodec
+from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.data.base import DetectionDataset, ImageRecord
+from vcm_eval.data.images import read_image
+from vcm_eval.evaluation.bitrate import bits_per_pixel, psnr_db
+from vcm_eval.executors.base import Executor
+from vcm_eval.features.compensation import top_down_sums
+from vcm_eval.methods import CodedFeatures, CodingEntry, FeatureCodingMethod, ImageCodingMethod
+from vcm_eval.models.base import SplitModel
+from vcm_eval.store import Store, canonical_json, content_key
+from vcm_eval.types import Detections, SplitFeatures, SplitMeta
+
+log = logging.getLogger(__name__)
+
+#: pseudo-entry name of the detections on uncoded C-layers (the reference line of every plot).
+UNCOMPRESSED = "uncompressed"
+
+
+# --------------------------------------------------------------------------- worker-side helpers
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a task needs to rebuild its tools in any process; small and picklable.
+
+    Attributes:
+        store_url: root of the content-addressed store (a path every worker can reach, or an fsspec URL).
+        model_cfg: the resolved model config (with ``_target_``); each process builds the model once.
+        codec: the picture codec (a plain object).
+    """
+
+    store_url: str
+    model_cfg: dict
+    codec: VideoCodec | None = None
+
+    @property
+    def store(self) -> Store:
+        return _store(self.store_url)
+
+    @property
+    def model(self) -> SplitModel:
+        return build_model(canonical_json(self.model_cfg))
+
+    @property
+    def coder(self) -> CachedCodec:
+        if self.codec is None:
+            raise RuntimeError("this sweep has no codec configured")
+        return CachedCodec(self.codec, self.store)
+
+
+@lru_cache(maxsize=4)
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+@lru_cache(maxsize=2)
+def build_model(model_cfg_json: str) -> SplitModel:
+    """Build (once per process) the model of a resolved config given as canonical JSON."""
+    import json
+
+    from hydra.utils import instantiate
+
+    model = instantiate(json.loads(model_cfg_json), _convert_="all")
+    if not isinstance(model, SplitModel):
+        raise TypeError(f"model config builds {type(model).__name__}, not a vcm_eval SplitModel; "
+                        f"check its _target_ ({json.loads(model_cfg_json).get('_target_')})")
+    return model
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A picture as tasks see it: id, file path and content fingerprint."""
+
+    image_id: str
+    path: str
+    fingerprint: str
+
+
+def _timing(start: float) -> dict:
+    return {"start": start, "end": time.time(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def _meta_arrays(meta: SplitMeta) -> dict[str, np.ndarray]:
+    return {f"meta_{k}": np.asarray(getattr(meta, k), dtype=np.int64)
+            for k in ("original_size", "input_size", "padded_size")}
+
+
+def load_features(store: Store, key: str) -> tuple[SplitFeatures, float]:
+    """C-layers stored by :func:`extract_task`, and the encoder-side network time that made them."""
+    arrays = store.read_arrays("clayers", key)
+    meta = SplitMeta(**{k: tuple(int(v) for v in arrays.pop(f"meta_{k}"))
+                        for k in ("original_size", "input_size", "padded_size")})
+    nn_part_1_s = float(arrays.pop("nn_part_1_s"))
+    return SplitFeatures(layers=arrays, meta=meta), nn_part_1_s
+
+
+# --------------------------------------------------------------------------- the tasks
+
+
+def extract_task(rt: Runtime, image: ImageRef, clayers_key: str, detections_key: str) -> dict:
+    """C-layers of one image (model encoder side) and the detections on them uncoded."""
+    start = time.time()
+    store, model = rt.store, rt.model
+    if not store.exists("clayers", clayers_key, ".npz"):
+        picture = read_image(image.path)
+        t0 = time.perf_counter()
+        features = model.encode(picture)
+        nn_part_1_s = time.perf_counter() - t0
+        store.write_arrays("clayers", clayers_key, {**features.layers, **_meta_arrays(features.meta),
+                                                    "nn_part_1_s": np.asarray(nn_part_1_s)})
+    else:
+        features, nn_part_1_s = load_features(store, clayers_key)
+    if not store.exists("detections", detections_key, ".json"):
+        t0 = time.perf_counter()
+        detections = model.decode(features)
+        store.write_json("detections", detections_key, {
+            "image_id": image.image_id, "entry": UNCOMPRESSED, "detections": detections.to_dict(),
+            "nn_part_1_s": nn_part_1_s, "nn_part_2_s": time.perf_counter() - t0,
+            "original_size": list(features.meta.original_size),
+        })
+    return _timing(start)
+
+
+def code_task(rt: Runtime, image_id: str, clayers_key: str, entry: FeatureCodingMethod, qp: int,
+              coded_key: str) -> dict:
+    """One coding chain: every level of one image, one entry, one QP (sequential inside, for compensation)."""
+    start = time.time()
+    store = rt.store
+    if not store.exists("coded", coded_key, ".json"):
+        features, _ = load_features(store, clayers_key)
+        coded = entry.encode(features, qp, rt.coder, label=f"image {image_id} [{entry.name}]")
+        store.write_json("coded", coded_key, coded.to_dict())
+    return _timing(start)
+
+
+def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, entry: FeatureCodingMethod,
+                detections_key: str) -> dict:
+    """The receiver: decode one image's bitstreams, run the model's decoder side, and measure where
+    the error is (PSNR of each top-down map against the one computed from uncoded C-layers)."""
+    start = time.time()
+    store = rt.store
+    if not store.exists("detections", detections_key, ".json"):
+        coded = CodedFeatures.from_dict(store.read_json("coded", coded_key))
+        t0 = time.perf_counter()
+        reconstruction = entry.decode(coded, rt.coder, label=f"image {image_id} [{entry.name}] QP {coded.rate_point}")
+        decode_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        detections = rt.model.decode(reconstruction)
+        nn_part_2_s = time.perf_counter() - t0
+        original, _ = load_features(store, clayers_key)
+        store.write_json("detections", detections_key, {
+            "image_id": image_id, "entry": entry.name, "qp": coded.rate_point,
+            "detections": detections.to_dict(), "decode_s": decode_s, "nn_part_2_s": nn_part_2_s,
+            "topdown_psnr_db": topdown_psnr(original, reconstruction),
+            "original_size": list(coded.meta.original_size),
+        })
+    return _timing(start)
+
+
+def image_task(rt: Runtime, image: ImageRef, entry: ImageCodingMethod, qp: int, detections_key: str) -> dict:
+    """Image-coding entries: code the picture, decode it, run the whole (unsplit) model on it."""
+    start = time.time()
+    store = rt.store
+    if not store.exists("detections", detections_key, ".json"):
+        picture = read_image(image.path)
+        decoded, record = entry.code(picture, qp, rt.coder, label=f"image {image.image_id} [{entry.name}]")
+        t0 = time.perf_counter()
+        detections = rt.model.detect(decoded)
+        store.write_json("detections", detections_key, {
+            "image_id": image.image_id, "entry": entry.name, "qp": qp, "detections": detections.to_dict(),
+            "nn_part_2_s": time.perf_counter() - t0, "coding": record,
+            "original_size": [int(picture.shape[0]), int(picture.shape[1])],
+        })
+    return _timing(start)
+
+
+def topdown_psnr(original: SplitFeatures, reconstruction: SplitFeatures) -> dict[str, float]:
+    """PSNR of each reconstructed top-down map ``T^k`` against ``Tk`` of the uncoded C-layers, with peak
+    = max - min of ``Tk``: where the coding error ends up after the FPN's sums."""
+    order = tuple(sorted(original.layers, reverse=True))
+    reference = top_down_sums(original.layers, order)
+    decoded = top_down_sums(reconstruction.layers, order)
+    return {level: psnr_db(reference[level], decoded[level], float(reference[level].max() - reference[level].min()))
+            for level in order}
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class Node:
+    """One task of the sweep graph."""
+
+    key: str
+    describe: str
+    fn: Callable[..., dict]
+    args: tuple
+    outputs: list[tuple[str, str, str]]
+    deps: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EntrySpec:
+    """An entry and its role in the comparison (``anchor`` or ``proposal``)."""
+
+    entry: CodingEntry
+    role: str
+
+
+class SweepError(RuntimeError):
+    """Some tasks failed; finished work is in the store and a re-run resumes from it."""
+
+    def __init__(self, failures: list[tuple[str, str]], store_url: str) -> None:
+        self.failures = failures
+        lines = "\n".join(f"  - {what}: {why}" for what, why in failures[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(
+            f"{len(failures)} task(s) of the sweep failed:\n{lines}{more}\n"
+            f"Everything that finished is kept in the store {store_url}; fix the cause and run the same "
+            "command again to resume.")
+
+
+@dataclass
+class SweepResults:
+    """What the sweep produced, as loaded from the store.
+
+    Attributes:
+        rows: one dict per (image, entry, QP) plus one per (image, uncompressed), see :meth:`Sweep.collect`.
+        detections: ``(entry, qp) -> {image_id: Detections}``; the uncompressed reference under
+            ``(UNCOMPRESSED, None)``.
+        timings: task key -> ``{queue_s, run_s, worker}`` for the tasks run in this invocation.
+    """
+
+    rows: list[dict]
+    detections: dict[tuple[str, int | None], dict[str, Detections]]
+    timings: dict[str, dict]
+
+
+class Sweep:
+    """Plans and runs every task of a CTC definition on an executor.
+
+    Args:
+        dataset: the image set.
+        model_cfg: resolved model config (each worker builds the model from it).
+        codec: picture codec of the CTC.
+        entries: anchors and proposals with their roles.
+        store: content-addressed store (shared by every worker).
+        executor: where tasks run.
+        fail_fast: stop submitting new tasks after the first failure (default: finish all that can
+            finish, then report every failure).
+        progress: show a progress bar.
+    """
+
+    def __init__(self, *, dataset: DetectionDataset, model_cfg: dict, codec: VideoCodec,
+                 entries: Sequence[EntrySpec], store: Store, executor: Executor, fail_fast: bool = False,
+                 progress: bool = True, max_worker_restarts: int = 3) -> None:
+        self.dataset = dataset
+        self.runtime = Runtime(store.url, model_cfg, codec)
+        self.entries = list(entries)
+        self.store = store
+        self.executor = executor
+        self.fail_fast = fail_fast
+        self.progress = progress
+        self.max_worker_restarts = max_worker_restarts
+        names = [spec.entry.name for spec in self.entries]
+        if len(set(names)) != len(names) or UNCOMPRESSED in names:
+            raise ValueError(f"entry names must be unique and not {UNCOMPRESSED!r}: {names}")
+        self._images: list[ImageRef] | None = None
+
+    # -- planning ------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> SplitModel:
+        return self.runtime.model
+
+    def images(self) -> list[ImageRef]:
+        """The dataset's pictures with content fingerprints; a missing file is an error naming it."""
+        if self._images is None:
+            records: list[ImageRecord] = self.dataset.records()
+            if not records:
+                raise ValueError(f"dataset {self.dataset.name!r} selects no images")
+            refs = []
+            for record in records:
+                if not os.path.isfile(record.path):
+                    raise FileNotFoundError(f"{record.path}: image {record.image_id} of dataset "
+                                            f"{self.dataset.name!r} is missing; check the image folder setting")
+                refs.append(ImageRef(record.image_id, str(record.path), self.dataset.fingerprint(record)))
+            self._images = refs
+        return self._images
+
+    def keys(self, image: ImageRef) -> dict[str, Any]:
+        """Store keys of every output of one image, by (entry, qp)."""
+        model_id = self.model.identity()
+        codec_id = self.runtime.coder.identity()
+        clayers = content_key("clayers", image.fingerprint, model_id)
+        out: dict[Any, Any] = {"clayers": clayers, (UNCOMPRESSED, None): content_key("det", clayers)}
+        for spec in self.entries:
+            entry = spec.entry
+            for qp in entry.rate_points:
+                if entry.input == "image":
+                    out[(entry.name, qp)] = content_key("image-det", image.fingerprint, entry.identity(),
+                                                        codec_id, qp, model_id)
+                else:
+                    coded = content_key("coded", clayers, entry.identity(), codec_id, qp)
+                    out[("coded", entry.name, qp)] = coded
+                    out[(entry.name, qp)] = content_key("det", coded, model_id)
+        return out
+
+    def plan(self) -> list[Node]:
+        """Every task of the sweep, dependencies first."""
+        rt = self.runtime
+        nodes: list[Node] = []
+        for image in self.images():
+            keys = self.keys(image)
+            extract = Node(f"extract:{image.image_id}", f"image {image.image_id}: C-layers", extract_task,
+                           (rt, image, keys["clayers"], keys[(UNCOMPRESSED, None)]),
+                           [("clayers", keys["clayers"], ".npz"), ("detections", keys[(UNCOMPRESSED, None)], ".json")])
+            nodes.append(extract)
+            for spec in self.entries:
+                entry = spec.entry
+                for qp in entry.rate_points:
+                    what = f"image {image.image_id} / {entry.name} / QP {qp}"
+                    det_key = keys[(entry.name, qp)]
+                    if entry.input == "image":
+                        nodes.append(Node(f"image:{image.image_id}:{entry.name}:{qp}", what, image_task,
+                                          (rt, image, entry, qp, det_key), [("detections", det_key, ".json")]))
+                        continue
+                    coded_key = keys[("coded", entry.name, qp)]
+                    code = Node(f"code:{image.image_id}:{entry.name}:{qp}", f"{what}: coding", code_task,
+                                (rt, image.image_id, keys["clayers"], entry, qp, coded_key),
+                                [("coded", coded_key, ".json")], [extract.key])
+                    detect = Node(f"detect:{image.image_id}:{entry.name}:{qp}", f"{what}: detection", detect_task,
+                                  (rt, image.image_id, keys["clayers"], coded_key, entry, det_key),
+                                  [("detections", det_key, ".json")], [code.key])
+                    nodes += [code, detect]
+        return nodes
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self) -> SweepResults:
+        """Run every unfinished task, then load all results. Raises :class:`SweepError` if any failed."""
+        nodes = self.plan()
+        timings = self._execute(nodes)
+        return self.collect(timings)
+
+    def _execute(self, nodes: list[Node]) -> dict[str, dict]:
+        by_key = {n.key: n for n in nodes}
+        done = {n.key for n in nodes if all(self.store.exists(*o) for o in n.outputs)}
+        todo = [n for n in nodes if n.key not in done]
+        failed: dict[str, str] = {}
+        failures: list[tuple[str, str]] = []
+        timings: dict[str, dict] = {}
+        if not todo:
+            log.info("all %d tasks are already in the store %s", len(nodes), self.store.url)
+            return timings
+        log.info("%d of %d tasks to run (%d found in the store) on %s", len(todo), len(nodes), len(done),
+                 self.executor.describe())
+        bar = _progress(len(todo), self.progress)
+        in_flight: dict[Any, tuple[Node, float]] = {}
+        waiting = list(todo)
+        restarts = 0
+
+        def submit_ready() -> None:
+            nonlocal waiting
+            still = []
+            for node in waiting:
+                if any(d in failed for d in node.deps):
+                    failed[node.key] = "skipped"
+                    bar.update(1)
+                    continue
+                if self.fail_fast and failures:
+                    still.append(node)
+                    continue
+                if all(d in done for d in node.deps):
+                    in_flight[self.executor.submit(node.fn, *node.args)] = (node, time.time())
+                else:
+                    still.append(node)
+            waiting = still
+
+        try:
+            submit_ready()
+            while in_flight:
+                finished, _ = self.executor.wait(list(in_flight))
+                lost_worker = False
+                for future in finished:
+                    node, submitted = in_flight.pop(future)
+                    try:
+                        timing = self.executor.result(future)
+                    except Exception as exc:  # noqa: BLE001 - every task failure is reported, none is fatal here
+                        if getattr(self.executor, "is_worker_loss", lambda e: False)(exc):
+                            lost_worker = True
+                            waiting.append(node)
+                            continue
+                        failed[node.key] = str(exc)
+                        failures.append((node.describe, f"{type(exc).__name__}: {exc}"))
+                        log.error("%s failed: %s", node.describe, exc)
+                        bar.update(1)
+                        bar.set_postfix(failed=len(failures))
+                        continue
+                    done.add(node.key)
+                    timings[node.key] = {"queue_s": max(0.0, timing["start"] - submitted),
+                                         "run_s": timing["end"] - timing["start"], "worker": timing["worker"]}
+                    bar.update(1)
+                if lost_worker:
+                    restarts += 1
+                    if restarts > self.max_worker_restarts:
+                        raise RuntimeError(f"worker processes died {restarts} times; giving up (see the log above). "
+                                           "Finished tasks are in the store; run again to resume.")
+                    log.warning("a worker process died; restarting the pool and resubmitting %d unfinished tasks",
+                                len(in_flight) + 1)
+                    waiting.extend(node for node, _ in in_flight.values())
+                    in_flight.clear()
+                    self.executor.restart()
+                submit_ready()
+        except KeyboardInterrupt:
+            bar.close()
+            finished_now = len(done) - (len(nodes) - len(todo))
+            log.error("interrupted: %d tasks of this run finished and are kept in %s; run the same command again "
+                      "to resume", finished_now, self.store.url)
+            raise
+        bar.close()
+        not_run = [by_key[n.key] for n in waiting]
+        if failures:
+            skipped = sum(1 for why in failed.values() if why == "skipped") + len(not_run)
+            if skipped:
+                failures.append(("dependent tasks", f"{skipped} task(s) not run because of the failures above"))
+            raise SweepError(failures, self.store.url)
+        return timings
+
+    # -- loading results -----------------------------------------------------------------------
+
+    def collect(self, timings: dict[str, dict] | None = None) -> SweepResults:
+        """Load every result of the sweep from the store into per-(image, entry, QP) rows.
+
+        Row columns: ``image_id, entry, role, qp, num_bits, bpp, bits_<level>, side_info_bits,
+        psnr_<level>, topdown_psnr_<level>, nn_part_1_s, encode_s, decode_s, nn_part_2_s,
+        from_cache, queue_s, run_s, num_detections``.
+        """
+        timings = timings or {}
+        rows: list[dict] = []
+        detections: dict[tuple[str, int | None], dict[str, Detections]] = {}
+        store = self.store
+        for image in self.images():
+            keys = self.keys(image)
+            uncompressed = store.read_json("detections", keys[(UNCOMPRESSED, None)])
+            original_size = tuple(uncompressed["original_size"])
+            nn_part_1_s = uncompressed["nn_part_1_s"]
+            dets = Detections.from_dict(uncompressed["detections"])
+            detections.setdefault((UNCOMPRESSED, None), {})[image.image_id] = dets
+            rows.append({"image_id": image.image_id, "entry": UNCOMPRESSED, "role": "reference", "qp": None,
+                         "width": original_size[1], "height": original_size[0], "num_bits": None, "bpp": None,
+                         "nn_part_1_s": nn_part_1_s, "nn_part_2_s": uncompressed["nn_part_2_s"],
+                         "num_detections": len(dets),
+                         **_task_timing(timings, f"extract:{image.image_id}")})
+            for spec in self.entries:
+                entry = spec.entry
+                for qp in entry.rate_points:
+                    det = store.read_json("detections", keys[(entry.name, qp)])
+                    dets = Detections.from_dict(det["detections"])
+                    detections.setdefault((entry.name, qp), {})[image.image_id] = dets
+                    row = {"image_id": image.image_id, "entry": entry.name, "role": spec.role, "qp": qp,
+                           "width": original_size[1], "height": original_size[0]}
+                    if entry.input == "image":
+                        coding = det["coding"]
+                        row.update(num_bits=coding["num_bits"], bpp=bits_per_pixel(coding["num_bits"], original_size),
+                                   nn_part_1_s=0.0, encode_s=coding.get("encode_s", 0.0),
+                                   decode_s=coding.get("decode_s", 0.0), nn_part_2_s=det["nn_part_2_s"],
+                                   from_cache=coding.get("from_cache", False), psnr_y=coding.get("psnr_y"),
+                                   **_task_timing(timings, f"image:{image.image_id}:{entry.name}:{qp}"))
+                    else:
+                        coded = CodedFeatures.from_dict(store.read_json("coded", keys[("coded", entry.name, qp)]))
+                        row.update(num_bits=coded.num_bits, bpp=bits_per_pixel(coded.num_bits, original_size))
+                        for level, record in sorted(coded.levels.items()):
+                            row[f"bits_{level}"] = record.num_bits
+                        row["side_info_bits"] = coded.side_info_bits
+                        for level, record in sorted(coded.levels.items()):
+                            row[f"psnr_{level}"] = record.psnr_db
+                        for level, value in sorted(det["topdown_psnr_db"].items()):
+                            row[f"topdown_psnr_{level}"] = value
+                        code_timing = _task_timing(timings, f"code:{image.image_id}:{entry.name}:{qp}")
+                        det_timing = _task_timing(timings, f"detect:{image.image_id}:{entry.name}:{qp}")
+                        row.update(
+                            nn_part_1_s=nn_part_1_s,
+                            encode_s=sum(r.encode_s for r in coded.levels.values()),
+                            decode_s=det["decode_s"], nn_part_2_s=det["nn_part_2_s"],
+                            from_cache=all(r.from_cache for r in coded.levels.values()),
+                            queue_s=_sum_or_none(code_timing["queue_s"], det_timing["queue_s"]),
+                            run_s=_sum_or_none(code_timing["run_s"], det_timing["run_s"]),
+                        )
+                    row["num_detections"] = len(dets)
+                    rows.append(row)
+        return SweepResults(rows, detections, timings)
+
+
+def _task_timing(timings: dict[str, dict], key: str) -> dict:
+    t = timings.get(key)
+    return {"queue_s": t["queue_s"] if t else None, "run_s": t["run_s"] if t else None}
+
+
+def _sum_or_none(a: float | None, b: float | None) -> float | None:
+    if a is None and b is None:
+        return None
+    return (a or 0.0) + (b or 0.0)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="tasks", unit="task", disable=not enabled, dynamic_ncols=True)
