@@ -1,0 +1,60 @@
+"""Test doubles: codecs with known behaviour (imported by tests; pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from typing import Any
+
+import numpy as np
+
+from vcm_eval.codecs.base import CodecError, FrameSpec, VideoCodec, check_decoded
+from vcm_eval.types import CodedPicture, Frame
+
+
+class NoiseCodec(VideoCodec):
+    """Adds reproducible noise of +-``amplitude`` codes (seeded by the picture content and QP) and
+    clips to the bit depth. The "bitstream" is the pickled noisy picture, so bits are meaningless but
+    real bytes; decoding returns exactly the noisy picture."""
+
+    name = "noise"
+
+    def __init__(self, amplitude: int = 8) -> None:
+        self.amplitude = amplitude
+        self.calls = 0
+
+    def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
+        self.calls += 1
+        seed = int.from_bytes(hashlib.sha256(frame.luma.tobytes() + bytes([qp])).digest()[:8], "little")
+        rng = np.random.default_rng(seed)
+        peak = (1 << frame.bit_depth) - 1
+        noisy = tuple(np.clip(p.astype(np.int64) + rng.integers(-self.amplitude, self.amplitude + 1, p.shape),
+                              0, peak).astype(np.uint16) for p in frame.planes)
+        return CodedPicture(pickle.dumps(Frame(noisy, frame.bit_depth, frame.chroma_format)), codec=self.identity())
+
+    def decode(self, bitstream: bytes, like: Frame | FrameSpec, *, label: str = "") -> Frame:
+        return check_decoded(pickle.loads(bitstream), FrameSpec.of(like), codec=self.name, label=label)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "amplitude": self.amplitude}
+
+
+class FailingCodec(VideoCodec):
+    """Fails on every picture whose label contains ``fail_on`` (all pictures when empty)."""
+
+    name = "failing"
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.fail_on = fail_on
+        self.inner = NoiseCodec(4)
+
+    def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
+        if self.fail_on in label:
+            raise CodecError(f"failing: encoder crashed on {label} (exit code -11) [command: fake-encoder -q {qp}]")
+        return self.inner.encode(frame, qp, label=label)
+
+    def decode(self, bitstream: bytes, like: Frame | FrameSpec, *, label: str = "") -> Frame:
+        return self.inner.decode(bitstream, like, label=label)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "fail_on": self.fail_on}
