@@ -95,10 +95,10 @@ class Frame:
     """One picture as a video codec sees it: planar samples at a bit depth.
 
     Attributes:
-        planes: ``(Y,)`` for 4:0:0 or ``(Y, Cb, Cr)`` for 4:2:0; uint16 arrays of shape (H, W)
-            (chroma (H/2, W/2) rounded up).
+        planes: ``(Y,)`` for 4:0:0 or ``(Y, Cb, Cr)`` for 4:2:0 / 4:4:4; uint16 arrays of shape (H, W)
+            (4:2:0 chroma (H/2, W/2) rounded up).
         bit_depth: bits per sample, values in ``[0, 2**bit_depth - 1]``.
-        chroma_format: ``"400"`` or ``"420"``.
+        chroma_format: ``"400"``, ``"420"`` or ``"444"``.
     """
 
     planes: tuple[np.ndarray, ...]
@@ -106,9 +106,9 @@ class Frame:
     chroma_format: str = "400"
 
     def __post_init__(self) -> None:
-        expected = {"400": 1, "420": 3}.get(self.chroma_format)
+        expected = {"400": 1, "420": 3, "444": 3}.get(self.chroma_format)
         if expected is None:
-            raise ValueError(f"chroma_format must be '400' or '420', got {self.chroma_format!r}")
+            raise ValueError(f"chroma_format must be '400', '420' or '444', got {self.chroma_format!r}")
         if len(self.planes) != expected:
             raise ValueError(f"a {self.chroma_format} frame has {expected} planes, got {len(self.planes)}")
         for plane in self.planes:

@@ -46,7 +46,7 @@ class VideoCodec(abc.ABC):
         """Raise :class:`CodecUnavailableError` with a fix when the codec cannot run here."""
 
     def supports(self, chroma_format: str) -> bool:
-        return chroma_format in ("400", "420")
+        return chroma_format in ("400", "420", "444")
 
 
 class FrameSpec:

@@ -41,6 +41,8 @@ class LosslessCodec(VideoCodec):
         shapes = [(height, width)]
         if chroma_format == "420":
             shapes += [((height + 1) // 2, (width + 1) // 2)] * 2
+        elif chroma_format == "444":
+            shapes += [(height, width)] * 2
         planes, offset = [], 0
         for h, w in shapes:
             n = h * w * 2

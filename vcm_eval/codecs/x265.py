@@ -21,7 +21,8 @@ from vcm_eval.codecs.base import CodecError, CodecUnavailableError, FrameSpec, V
 from vcm_eval.types import CodedPicture, Frame
 
 _PIX_FMT = {("400", 8): "gray", ("400", 10): "gray10le", ("400", 12): "gray12le",
-            ("420", 8): "yuv420p", ("420", 10): "yuv420p10le", ("420", 12): "yuv420p12le"}
+            ("420", 8): "yuv420p", ("420", 10): "yuv420p10le", ("420", 12): "yuv420p12le",
+            ("444", 8): "yuv444p", ("444", 10): "yuv444p10le", ("444", 12): "yuv444p12le"}
 
 
 def _pix_fmt(chroma_format: str, bit_depth: int) -> str:

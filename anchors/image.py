@@ -1,0 +1,63 @@
+"""The image anchor ("remote inference"): code the picture itself, detect on the decoded picture.
+
+The question a standards meeting asks first of any feature codec: does coding features beat simply
+coding the picture with the same video codec and running the whole, unsplit detector on the
+decoded picture? The picture is converted to Y'CbCr (BT.709, limited range, 10 bits, 4:2:0 by
+default; see :mod:`vcm_eval.codecs.colour`), coded with the CTC's codec at the entry's QPs,
+decoded, converted back to RGB, and detected on. bpp = coded bits / original pixels, as for features.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from vcm_eval.codecs.base import FrameSpec
+from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.codecs.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from vcm_eval.evaluation.bitrate import psnr_db
+from vcm_eval.methods import ImageCodingMethod
+
+
+class ImageAnchor(ImageCodingMethod):
+    """Code the input picture as Y'CbCr video and detect on the decoded picture.
+
+    Args:
+        name: entry name (``image``).
+        rate_points: pixel-domain QPs (they differ from feature QPs; the CTC gives each entry its own list).
+        bit_depth: sample bit depth of the coded picture (10 in the CTC).
+        chroma_format: ``"420"`` (the CTC) or ``"444"`` (no chroma loss; exact with the ``lossless`` codec).
+    """
+
+    def __init__(self, *, name: str = "image", rate_points: Sequence[int], bit_depth: int = 10,
+                 chroma_format: str = "420") -> None:
+        super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
+        if chroma_format not in ("420", "444"):
+            raise ValueError(f"{name}: chroma_format must be '420' or '444', got {chroma_format!r}")
+        self.chroma_format = chroma_format
+
+    def code(self, image: np.ndarray, rate_point: int, coder: CachedCodec, *,
+             label: str = "") -> tuple[np.ndarray, dict]:
+        height, width = image.shape[:2]
+        t0 = time.perf_counter()
+        frame = rgb_to_ycbcr(image, chroma_format=self.chroma_format, bit_depth=self.bit_depth)
+        convert_s = time.perf_counter() - t0
+        picture_label = f"{label} ({frame.width}x{frame.height} {self.chroma_format}) at QP {rate_point}"
+        stored = coder.encode(frame, rate_point, label=picture_label)
+        decoded, decode_s = coder.decode(stored.key, FrameSpec.of(frame), label=picture_label)
+        rgb = ycbcr_to_rgb(decoded, (height, width))
+        peak = float((1 << self.bit_depth) - 1)
+        record = {
+            "num_bits": stored.num_bits,
+            "bitstream": stored.key,
+            "encode_s": 0.0 if stored.from_cache else stored.encode_s,
+            "decode_s": decode_s,
+            "convert_s": convert_s,
+            "from_cache": stored.from_cache,
+            "psnr_y": psnr_db(frame.luma, decoded.luma, peak),
+            "command": stored.command,
+            "coded_size": [frame.height, frame.width],
+        }
+        return rgb, record
