@@ -53,7 +53,7 @@ def _fix_message(cfg: RCNNConfig | None) -> str:
         return ""
     env = f" (or set {cfg.weights_env})" if cfg.weights_env else ""
     return (f" For {cfg.zoo_name} fetch the Detectron2 model-zoo file {cfg.weights_file} "
-            f"({cfg.weights_url}) and give its path as model.weights{env}.")
+            f"({cfg.weights_url}) and give its path as the config key model.weights{env}; tools take it as --weights.")
 
 
 def read_checkpoint(path: str | Path | None, cfg: RCNNConfig | None = None) -> dict[str, torch.Tensor]:

@@ -64,14 +64,15 @@ class FasterRCNNFPN(nn.Module):
         """RPN + ROI heads on ``p2..p6`` of one image; boxes in input-image (resized) pixels.
 
         Returns:
-            ``proposal_boxes`` (R, 4), ``proposal_logits`` (R,), ``boxes`` (D, 4), ``scores`` (D,),
-            ``classes`` (D,).
+            ``proposal_boxes`` (R, 4), ``proposal_logits`` (R,), ``roi_cls_logits`` (R, K + 1),
+            ``boxes`` (D, 4), ``scores`` (D,), ``classes`` (D,).
         """
         levels = [p_layers[k] for k in ("p2", "p3", "p4", "p5", "p6")]
         proposals, logits = self.proposal_generator(levels, input_size)
-        boxes, scores, classes = self.roi_heads(levels[:4], proposals, input_size)
-        return {"proposal_boxes": proposals, "proposal_logits": logits, "boxes": boxes, "scores": scores,
-                "classes": classes}
+        cls_logits, deltas = self.roi_heads.predictions(levels[:4], proposals)
+        boxes, scores, classes = self.roi_heads.inference(cls_logits, deltas, proposals, input_size)
+        return {"proposal_boxes": proposals, "proposal_logits": logits, "roi_cls_logits": cls_logits,
+                "boxes": boxes, "scores": scores, "classes": classes}
 
 
 def rescale_boxes(boxes: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]

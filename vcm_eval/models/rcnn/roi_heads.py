@@ -138,11 +138,15 @@ class StandardROIHeads(nn.Module):
                                       self.sampling_ratio, self.canonical_box_size, self.canonical_level)
         return self.box_predictor(self.box_head(pooled))
 
-    def forward(self, features: Sequence[torch.Tensor], proposals: torch.Tensor, image_size: tuple[int, int]
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Detections (boxes (D, 4) in input-image pixels, scores (D,), classes (D,)) of one image."""
-        logits, deltas = self.predictions(features, proposals)
+    def inference(self, logits: torch.Tensor, deltas: torch.Tensor, proposals: torch.Tensor,
+                  image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detections (boxes (D, 4) in input-image pixels, scores (D,), classes (D,)) from :meth:`predictions`."""
         boxes = apply_deltas(deltas, proposals, self.bbox_reg_weights, self.scale_clamp)
         probs = F.softmax(logits, dim=-1)
         return fast_rcnn_inference(boxes, probs, image_size, score_thresh=self.score_thresh,
                                    nms_thresh=self.nms_thresh, topk=self.detections_per_image)
+
+    def forward(self, features: Sequence[torch.Tensor], proposals: torch.Tensor, image_size: tuple[int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detections of one image from its ``p2..p5`` and proposal boxes (R, 4)."""
+        return self.inference(*self.predictions(features, proposals), proposals, image_size)

@@ -1,0 +1,88 @@
+"""Shared, per-process-cached fixtures data for the ``test_rcnn_*`` files.
+
+The seeded checkpoints are regenerated from ``../shared/golden/detectron2`` with its own generator
+(imported from its path), checked against the sha256 recorded there, and written once per test
+session under pytest's temporary folder; models are built once per process and size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import cache, lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from vcm_eval.data.images import read_image
+from vcm_eval.models.rcnn import RCNNSplitModel, build_zoo_model
+
+#: golden key -> (zoo name, spec file, stem scale), as golden_index.json describes them.
+GOLDEN_MODELS = {
+    "r50": ("faster_rcnn_R_50_FPN_3x", "spec_faster_rcnn_R_50_FPN_3x.json", 2.0**-6),
+    "x101": ("faster_rcnn_X_101_32x8d_FPN_3x", "spec_faster_rcnn_X_101_32x8d_FPN_3x.json", 1.0),
+}
+GOLDEN_IMAGES = ("astronaut", "chelsea")
+GOLDEN_SIZE = (320, 533)
+
+_weights: dict[str, Path] = {}
+_models: dict[tuple, RCNNSplitModel] = {}
+
+
+def golden_dir() -> Path:
+    """``../shared/golden/detectron2``; skips the calling test when it is absent."""
+    return shared_path("golden", "detectron2")
+
+
+@lru_cache(maxsize=1)
+def generator():
+    """The golden folder's ``seeded_checkpoint`` module, imported from its path."""
+    spec = importlib.util.spec_from_file_location("seeded_checkpoint", golden_dir() / "seeded_checkpoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def seeded_weights(key: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of the seeded checkpoint ``key`` (r50 / x101), generated once per session."""
+    if key not in _weights:
+        gen = generator()
+        zoo_name, spec, stem_scale = GOLDEN_MODELS[key]
+        ckpt = gen.build_checkpoint(gen.load_spec(str(golden_dir() / spec)), seed=0, stem_scale=stem_scale)
+        recorded = json.loads((golden_dir() / f"config_{key}.json").read_text())["weights"]["sha256"]
+        assert gen.checkpoint_digest(ckpt) == recorded, f"regenerated {key} weights differ from the golden ones"
+        path = tmp_path_factory.mktemp("rcnn_weights") / f"seeded_{key}.pkl"
+        gen.write_pkl(ckpt, str(path))
+        _weights[key] = path
+    return _weights[key]
+
+
+def seeded_model(key: str, tmp_path_factory: pytest.TempPathFactory, size: tuple[int, int] = GOLDEN_SIZE
+                 ) -> RCNNSplitModel:
+    """The zoo model of golden key ``key`` with seeded weights at test size ``size``, built once."""
+    cache_key = (key, size)
+    if cache_key not in _models:
+        _models[cache_key] = build_zoo_model(GOLDEN_MODELS[key][0], seeded_weights(key, tmp_path_factory), *size)
+    return _models[cache_key]
+
+
+@cache
+def golden_image(name: str) -> np.ndarray:
+    """A golden input picture as RGB uint8 (the golden run read the same PNG as BGR with cv2)."""
+    image = read_image(golden_dir() / f"{name}.png")
+    image.setflags(write=False)
+    return image
+
+
+@cache
+def golden_arrays(key: str, image: str) -> dict[str, np.ndarray]:
+    with np.load(golden_dir() / f"golden_{key}_{image}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def match_rows(ours: np.ndarray, golden: np.ndarray) -> np.ndarray:
+    """For each golden box (N, 4), the index of our box (M, 4) nearest in max-abs coordinate distance."""
+    dist = np.abs(golden[:, None, :].astype(np.float64) - ours[None, :, :]).max(axis=2)
+    return dist.argmin(axis=1)
