@@ -355,3 +355,18 @@ def test_check_images_uses_the_environment_for_the_mpeg_list(monkeypatch, mpeg_d
     assert tool.main(["--num-images", "20", "--no-progress"]) == 0
     assert tool.main(["--num-images", "21", "--no-progress"]) == 1
     assert "missing" in capsys.readouterr().out
+
+
+def test_dataset_and_evaluator_survive_pickling(mpeg_dir, images_20):
+    """Executors move datasets and evaluators between processes."""
+    import pickle
+
+    ds = OpenImagesDataset(annotations_dir=mpeg_dir, images_dir=images_20, num_images=20)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.records() == ds.records() and copy.identity() == ds.identity()
+    ev = pickle.loads(pickle.dumps(ds.make_evaluator(COCO)))
+    image_id = ds.records()[0].image_id  # one airplane box covering most of the picture
+    h, w = SIZE
+    result = ev.evaluate({image_id: Detections([[0.16 * w, 0.17 * h, 0.82 * w, 0.82 * h]], [0.9],
+                                               [COCO.index("airplane")])})
+    assert result["ap_50/airplane"] > 0

@@ -47,6 +47,7 @@ the reference whenever its result is deterministic, and is the same on every mac
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -454,8 +455,6 @@ def reference_rows(result: ChallengeResult, categories: Sequence[Category],
                    iou_threshold: float = DEFAULT_IOU) -> list[tuple[str, float]]:
     """``(name, value)`` rows named and ordered as the reference CLI writes them: mAP, then one AP
     per class in label-map id order (class names NFKD-normalised as the reference does)."""
-    import unicodedata
-
     map_name, ap_prefix = reference_metric_names(iou_threshold)
     rows = [(map_name, result.mean_ap)]
     for c in check_categories(categories):
@@ -596,8 +595,9 @@ class OpenImagesEvaluator(DetectionEvaluator):
             counts.add("detections_unmapped_class", int(unmapped.sum()))
             # A model class whose label the ground truth never uses is never verified on any image.
             counts.add("detections_unverified", int((~known & ~unmapped).sum()))
-            metric.add_image(image_id, gt.images[image_id], boxes=self.normalized_boxes(image_id, dets.boxes[known]),
-                             scores=dets.scores[known], classes=idx[known])
+            boxes = self.normalized_boxes(image_id, dets.boxes[known]) if known.any() else np.zeros((0, 4))
+            metric.add_image(image_id, gt.images[image_id], boxes=boxes, scores=dets.scores[known],
+                             classes=idx[known])
         result = metric.result()
         self.last_result = result
         counts.merge(result.counts)
