@@ -407,3 +407,28 @@ def test_signal_names_are_readable():
     from vcm_eval.codecs.external import _signal_name
 
     assert _signal_name(int(signal.SIGKILL)).startswith("SIGKILL")
+
+
+def test_420_pictures_for_the_image_anchor(tmp_path, cfg_file, golden):
+    """A whole 4:2:0 picture goes to the encoder as Y, Cb, Cr planes with --InputChromaFormat=420, and a
+    4:2:0 decoder output comes back as three planes."""
+    rng = np.random.default_rng(1)
+    frame = Frame((rng.integers(0, 1024, (16, 24)).astype(np.uint16),
+                   rng.integers(0, 1024, (8, 12)).astype(np.uint16),
+                   rng.integers(0, 1024, (8, 12)).astype(np.uint16)), 10, "420")
+    spy = tmp_path / "spy420.py"
+    spy.write_text(f"#!{sys.executable}\nimport shutil, sys\nargs = sys.argv[1:]\nprint({VTM_BANNER!r})\n"
+                   "if '--help' in args: sys.exit(0)\n"
+                   f"shutil.copyfile(args[args.index('-i') + 1], {str(tmp_path / 'seen420.yuv')!r})\n"
+                   f"shutil.copyfile({str(golden / 'tiles_336x208_qp49.bin')!r}, args[args.index('-b') + 1])\n")
+    spy.chmod(0o755)
+    coded = vtm(spy, cfg_file, tmp_path, verify=False).encode(frame, 37, label="rgb")
+    assert "--InputChromaFormat=420" in coded.command
+    assert (tmp_path / "seen420.yuv").read_bytes() == frame_to_bytes(frame)
+    raw = tmp_path / "dec420.yuv"
+    raw.write_bytes(frame_to_bytes(frame))
+    decoder = make_fake(tmp_path, "DecoderAppStatic", "decode_ok", banner=VTM_DEC_BANNER, source=raw)
+    codec = VTMCodec(encoder_path=spy, decoder_path=decoder, cfg=cfg_file, decoder="binary")
+    back = codec.decode(coded.bitstream, frame, label="rgb")
+    assert back.chroma_format == "420"
+    assert all(np.array_equal(a, b) for a, b in zip(back.planes, frame.planes, strict=True))
