@@ -17,6 +17,7 @@ import pytest
 from rcnn_support import GOLDEN_IMAGES, golden_arrays, golden_image, match_rows, seeded_model
 
 from vcm_eval.models.rcnn.model import StageOutputs
+from vcm_eval.types import SplitFeatures, SplitMeta
 
 CASES = [pytest.param((key, image), id=f"{key}-{image}", marks=[pytest.mark.slow] if key == "x101" else [])
          for key in ("r50", "x101") for image in GOLDEN_IMAGES]
@@ -34,9 +35,10 @@ def run(request, tmp_path_factory):
     return _stages[key, image], golden_arrays(key, image), model
 
 
-pytestmark = pytest.mark.parametrize("run", CASES, indirect=True)
+all_cases = pytest.mark.parametrize("run", CASES, indirect=True)
 
 
+@all_cases
 def test_preprocessing_is_exact(run):
     ours, gold, _ = run
     assert ours.pre.original_size == (int(gold["height"]), int(gold["width"]))
@@ -46,6 +48,7 @@ def test_preprocessing_is_exact(run):
     np.testing.assert_array_equal(ours.pre.tensor.numpy(), gold["input"])
 
 
+@all_cases
 def test_c_and_p_layers(run):
     ours, gold, _ = run
     for level in ("c2", "c3", "c4", "c5"):
@@ -59,6 +62,7 @@ def test_c_and_p_layers(run):
     np.testing.assert_allclose(stats[1:], gold["p2_stats"][1:], rtol=1e-4, atol=1e-4, err_msg="p2 stats")
 
 
+@all_cases
 def test_proposals_match_as_sets(run):
     ours, gold, _ = run
     boxes = ours.heads["proposal_boxes"].numpy()
@@ -72,6 +76,7 @@ def test_proposals_match_as_sets(run):
     np.testing.assert_allclose(ours.heads["roi_cls_logits"].numpy()[idx], gold["roi_cls_logits"], rtol=0, atol=1e-4)
 
 
+@all_cases
 def test_detections_match_by_class_and_box(run):
     ours, gold, _ = run
     dets = ours.detections
@@ -85,3 +90,22 @@ def test_detections_match_by_class_and_box(run):
         np.testing.assert_array_equal(dets.classes[idx], gold["pred_classes"])
         np.testing.assert_allclose(dets.scores[idx], gold["scores"], rtol=0, atol=5e-5)
     assert np.all(np.diff(dets.scores) <= 0), "detections must come sorted by descending score"
+
+
+@pytest.mark.parametrize("run", [pytest.param(("r50", "chelsea"), id="r50-chelsea"),
+                                 pytest.param(("x101", "chelsea"), id="x101-chelsea", marks=pytest.mark.slow)],
+                         indirect=True)
+def test_decoder_side_on_detectron2_c_layers(run):
+    """The decoder alone, fed Detectron2's own C-layers, gives Detectron2's detections."""
+    _, gold, model = run
+    meta = SplitMeta(original_size=(int(gold["height"]), int(gold["width"])),
+                     input_size=tuple(int(v) for v in gold["resized_hw"]),
+                     padded_size=tuple(int(v) for v in gold["padded_hw"]))
+    dets = model.decode(SplitFeatures({k: gold[k][0] for k in ("c2", "c3", "c4", "c5")}, meta))
+    assert len(dets) == len(gold["scores"])
+    dist = np.abs(gold["pred_boxes"].astype(np.float64)[:, None, :] - dets.boxes[None]).max(axis=2)
+    dist[gold["pred_classes"][:, None] != dets.classes[None, :]] = np.inf
+    idx = dist.argmin(axis=1)
+    assert len(set(idx.tolist())) == len(idx)
+    np.testing.assert_array_less(dist[np.arange(len(idx)), idx], 1e-2)
+    np.testing.assert_allclose(dets.scores[idx], gold["scores"], rtol=0, atol=5e-5)

@@ -1,0 +1,130 @@
+"""The real Detectron2 behind vcm_eval's split interface, for machines where it is installed.
+
+Detectron2 is on no package registry, so vcm_eval's default is its own re-implementation
+(:mod:`vcm_eval.models.rcnn`). Where ``import detectron2`` works, :class:`Detectron2SplitModel`
+runs the same zoo configurations with Detectron2's own modules: ``DefaultPredictor``
+preprocessing, ``backbone.bottom_up`` and the ``fpn_lateral*`` convolutions on the encoder side;
+the top-down sums with its ``fpn_output*`` convolutions and ``top_block``, its RPN, ROI heads and
+``detector_postprocess`` on the decoder side. ``tests/test_rcnn_backends.py`` checks that both
+backends agree (and skips, with the reason, where Detectron2 is absent).
+
+Constructing it without Detectron2 raises :class:`Detectron2UnavailableError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vcm_eval.data.images import file_sha256
+from vcm_eval.models.base import SplitModel, WeightsError, check_image
+from vcm_eval.models.rcnn.fpn import C_LEVELS, top_down
+from vcm_eval.models.rcnn.zoo import get_zoo_config
+from vcm_eval.types import Detections, SplitFeatures, SplitMeta
+
+
+class Detectron2UnavailableError(ImportError):
+    """``detectron2`` cannot be imported; the message says how to get it or what to use instead."""
+
+
+def detectron2_available() -> tuple[bool, str]:
+    """(True, version) when ``import detectron2`` works, else (False, the reason)."""
+    try:
+        import detectron2
+    except Exception as exc:  # a broken build fails with other errors than ImportError
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, str(getattr(detectron2, "__version__", "unknown"))
+
+
+class Detectron2SplitModel(SplitModel):
+    """A Detectron2 model-zoo Faster R-CNN FPN run by Detectron2 itself, split at the C-layers.
+
+    Args: as :func:`vcm_eval.models.rcnn.build_zoo_model`.
+
+    Raises:
+        Detectron2UnavailableError: Detectron2 is not installed.
+        WeightsError: the weights file is not configured or missing.
+    """
+
+    def __init__(self, zoo_name: str, weights: str | Path | None, min_size_test: int = 800,
+                 max_size_test: int = 1333, device: str = "cpu"):
+        ok, reason = detectron2_available()
+        if not ok:
+            raise Detectron2UnavailableError(
+                f"the detectron2 backend needs Detectron2, which cannot be imported here ({reason}). It is on no "
+                "package registry: build it from https://github.com/facebookresearch/detectron2 "
+                "(pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'), "
+                "or use vcm_eval's own implementation, _target_: vcm_eval.models.rcnn.build_zoo_model")
+        from detectron2 import model_zoo
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.data import transforms as T
+        from detectron2.modeling import build_model
+
+        self.zoo = get_zoo_config(zoo_name).with_test_size(min_size_test, max_size_test)
+        if weights is None or not Path(weights).is_file():
+            where = "no weights file configured" if weights is None else f"weights file {weights} does not exist"
+            raise WeightsError(f"{where}. For {self.zoo.zoo_name} fetch {self.zoo.weights_file} "
+                               f"({self.zoo.weights_url}) and give its path as model.weights.")
+        cfg = model_zoo.get_config(self.zoo.config_file)
+        cfg.MODEL.WEIGHTS = str(weights)
+        cfg.MODEL.DEVICE = str(device)
+        cfg.INPUT.MIN_SIZE_TEST = min_size_test
+        cfg.INPUT.MAX_SIZE_TEST = max_size_test
+        self.d2_cfg = cfg
+        self.model = build_model(cfg).eval()
+        DetectionCheckpointer(self.model).load(str(weights))
+        self.aug = T.ResizeShortestEdge([min_size_test, min_size_test], max_size_test)
+        self.input_format = cfg.INPUT.FORMAT
+        self.weights_path = Path(weights)
+        self.weights_sha256 = file_sha256(self.weights_path)
+        self.name = f"detectron2/{self.zoo.zoo_name}"
+        self.class_names = self.zoo.class_names
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> SplitFeatures:
+        check_image(image)
+        picture = image[:, :, ::-1] if self.input_format == "BGR" else image
+        height, width = picture.shape[:2]
+        resized = self.aug.get_transform(picture).apply_image(picture)
+        tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+        images = self.model.preprocess_image([{"image": tensor, "height": height, "width": width}])
+        fpn = self.model.backbone
+        res = fpn.bottom_up(images.tensor)
+        layers = {f"c{k}": getattr(fpn, f"fpn_lateral{k}")(res[f"res{k}"])[0].cpu().numpy() for k in (2, 3, 4, 5)}
+        meta = SplitMeta(original_size=(height, width), input_size=tuple(images.image_sizes[0]),
+                         padded_size=tuple(images.tensor.shape[-2:]))
+        return SplitFeatures(layers=layers, meta=meta)
+
+    @torch.no_grad()
+    def decode(self, features: SplitFeatures) -> Detections:
+        from detectron2.modeling.postprocessing import detector_postprocess
+        from detectron2.structures import ImageList
+
+        device = next(self.model.parameters()).device
+        fpn = self.model.backbone
+        c = {k: torch.as_tensor(np.asarray(features.layers[k], dtype=np.float32))[None].to(device) for k in C_LEVELS}
+        p = top_down(c, {f"p{k}": getattr(fpn, f"fpn_output{k}") for k in (2, 3, 4, 5)})
+        p["p6"] = fpn.top_block(p["p5"])[0]
+        meta = features.meta
+        # The RPN reads only image_sizes from the ImageList; anchors come from the feature shapes.
+        images = ImageList(torch.zeros((1, 3, *meta.padded_size), device=device), [tuple(meta.input_size)])
+        proposals, _ = self.model.proposal_generator(images, p, None)
+        results, _ = self.model.roi_heads(images, p, proposals, None)
+        out = detector_postprocess(results[0], meta.original_size[0], meta.original_size[1])
+        return Detections(out.pred_boxes.tensor.cpu().numpy(), out.scores.cpu().numpy(),
+                          out.pred_classes.cpu().numpy())
+
+    def identity(self) -> dict:
+        return {
+            "family": "detectron2-faster-rcnn-fpn",
+            "implementation": "detectron2",
+            "detectron2_version": detectron2_available()[1],
+            "zoo_name": self.zoo.zoo_name,
+            "weights_file": self.weights_path.name,
+            "weights_sha256": self.weights_sha256,
+            "min_size_test": self.zoo.min_size_test,
+            "max_size_test": self.zoo.max_size_test,
+            "device": str(self.d2_cfg.MODEL.DEVICE),
+        }
