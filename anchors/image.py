@@ -34,6 +34,7 @@ class ImageAnchor(ImageCodingMethod):
     def __init__(self, *, name: str = "image", rate_points: Sequence[int], bit_depth: int = 10,
                  chroma_format: str = "420") -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
+        chroma_format = str(chroma_format)  # YAML / the command line read 420 as a number
         if chroma_format not in ("420", "444"):
             raise ValueError(f"{name}: chroma_format must be '420' or '444', got {chroma_format!r}")
         self.chroma_format = chroma_format

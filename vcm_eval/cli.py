@@ -19,10 +19,10 @@ from typing import Any
 import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import vcm_eval
+from vcm_eval.build import build
 from vcm_eval.codecs.base import CodecError, VideoCodec
 from vcm_eval.data.base import DetectionDataset
 from vcm_eval.data.images import ImageReadError
@@ -37,6 +37,10 @@ from vcm_eval.reporting.xlsx import write_workbook
 from vcm_eval.store import Store, StoreError
 
 log = logging.getLogger("vcm_eval")
+
+#: conf/ at the top of the checkout (an absolute path: `python -m` would make Hydra read a relative one
+#: as a package path).
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 #: errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (SweepError, CodecError, WeightsError, ImageReadError, StoreError, FileNotFoundError, ValueError,
@@ -66,10 +70,8 @@ def build_entries(cfg: DictConfig) -> list[EntrySpec]:
             if target is None:
                 raise ValueError(f"{role} option {key!r} has no _target_; nest its settings under its name "
                                  f"(see conf/{role}/)")
-            entry = instantiate(node, _convert_="all")
-            if not isinstance(entry, CodingEntry):
-                raise TypeError(f"{role} {key!r}: _target_ {target} builds {type(entry).__name__}, which is not a "
-                                "vcm_eval.methods.CodingEntry (subclass FeatureCodingMethod or ImageCodingMethod)")
+            entry = build(node, expect=CodingEntry, what=f"{role} {key!r} (subclass FeatureCodingMethod or "
+                                                        "ImageCodingMethod from vcm_eval.methods)")
             specs.append(EntrySpec(entry, role))
     if not any(spec.role == "anchor" for spec in specs):
         raise ValueError("no anchor selected; BD-rate needs one (e.g. anchor=c_layer)")
@@ -100,12 +102,12 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.paths.store)
-    dataset: DetectionDataset = instantiate(cfg.dataset, _convert_="all")
-    codec: VideoCodec = instantiate(cfg.codec, _convert_="all")
+    dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
+    codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()
     entries = build_entries(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    executor: Executor = instantiate(cfg.executor, _convert_="all")
+    executor = build(cfg.executor, expect=Executor, what="executor")
     with executor:
         sweep = Sweep(dataset=dataset, model_cfg=model_cfg, codec=codec, entries=entries, store=store,
                       executor=executor, fail_fast=bool(cfg.fail_fast), progress=bool(cfg.progress))
@@ -203,7 +205,7 @@ def print_report(outcome: RunOutcome, metric: str, cfg: DictConfig) -> None:
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

@@ -88,13 +88,9 @@ def build_model(model_cfg_json: str) -> SplitModel:
     """Build (once per process) the model of a resolved config given as canonical JSON."""
     import json
 
-    from hydra.utils import instantiate
+    from vcm_eval.build import build
 
-    model = instantiate(json.loads(model_cfg_json), _convert_="all")
-    if not isinstance(model, SplitModel):
-        raise TypeError(f"model config builds {type(model).__name__}, not a vcm_eval SplitModel; "
-                        f"check its _target_ ({json.loads(model_cfg_json).get('_target_')})")
-    return model
+    return build(json.loads(model_cfg_json), expect=SplitModel, what="model")
 
 
 @dataclass(frozen=True)
@@ -464,7 +460,10 @@ class Sweep:
 
         Row columns: ``image_id, entry, role, qp, num_bits, bpp, bits_<level>, side_info_bits,
         psnr_<level>, topdown_psnr_<level>, nn_part_1_s, encode_s, decode_s, nn_part_2_s,
-        from_cache, queue_s, run_s, num_detections``.
+        from_cache`` (no encoder ran when the bitstreams were made: another entry or run had coded the
+        same pictures), ``queue_s, run_s`` (this invocation's task timings, empty for reused results),
+        ``num_detections, computed_now`` (False when the row was reused from the store as it was).
+        Stage times (``encode_s``, ...) are those measured when the result was computed.
         """
         timings = timings or {}
         rows: list[dict] = []
@@ -481,7 +480,8 @@ class Sweep:
                          "width": original_size[1], "height": original_size[0], "num_bits": None, "bpp": None,
                          "nn_part_1_s": nn_part_1_s, "nn_part_2_s": uncompressed["nn_part_2_s"],
                          "num_detections": len(dets),
-                         **_task_timing(timings, f"extract:{image.image_id}")})
+                         **_task_timing(timings, f"extract:{image.image_id}"),
+                         "computed_now": f"extract:{image.image_id}" in timings})
             for spec in self.entries:
                 entry = spec.entry
                 for qp in entry.rate_points:
@@ -518,6 +518,7 @@ class Sweep:
                             run_s=_sum_or_none(code_timing["run_s"], det_timing["run_s"]),
                         )
                     row["num_detections"] = len(dets)
+                    row["computed_now"] = row.get("run_s") is not None
                     rows.append(row)
         return SweepResults(rows, detections, timings)
 

@@ -56,11 +56,13 @@ def rate_split_plot(path: Path, summary: pd.DataFrame, *, title: str) -> Path | 
     for ax, entry in zip(axes[0], entries):
         rows = coded[coded["entry"] == entry].sort_values("qp")
         bottom = [0.0] * len(rows)
-        labels = [str(int(q)) for q in rows["qp"]]
+        positions = list(range(len(rows)))
         for column, color in zip(columns, colors):
             values = (rows[column].fillna(0) / 1000.0).tolist()
-            ax.bar(labels, values, bottom=bottom, color=color, label=column.replace("bits_", "").replace("_", " "))
+            ax.bar(positions, values, bottom=bottom, color=color,
+                   label=column.replace("bits_", "").replace("_", " "))
             bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_xticks(positions, [str(int(q)) for q in rows["qp"]])
         ax.set_title(entry)
         ax.set_xlabel("QP")
     axes[0][0].set_ylabel("mean kbit per image")

@@ -1,0 +1,131 @@
+"""``executor=dask``: the sweep's tasks on Dask distributed — a local cluster, a running scheduler, or a
+batch-system cluster (Slurm, PBS, SGE, LSF, ...) started through ``dask-jobqueue``.
+
+Dask does the scheduling, retries a task whose worker died elsewhere, and shows the dashboard;
+vcm_eval only submits pure, idempotent tasks whose inputs and outputs live in the shared store, so a
+task that runs twice (two workers, or a retry) leaves one valid result. Only the driver writes
+MLflow and the spreadsheets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vcm_eval.executors.base import Executor
+
+log = logging.getLogger(__name__)
+
+
+def _require_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("executor=dask needs Dask distributed: pip install -e '.[dask]'") from exc
+    return distributed
+
+
+class _ThreadLimit:
+    """Worker plugin: one intra-op torch thread per worker thread, like the process pool."""
+
+    name = "vcm-eval-thread-limit"
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def setup(self, worker: Any) -> None:
+        import os
+
+        os.environ["OMP_NUM_THREADS"] = str(self.threads)
+        try:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        except ImportError:
+            pass
+
+
+class DaskExecutor(Executor):
+    """Run tasks on a Dask cluster.
+
+    Exactly one of these decides the cluster:
+
+    * ``address``: connect to a running scheduler (``tcp://host:8786``);
+    * ``jobqueue``: start a dask-jobqueue cluster, e.g.
+      ``{"kind": "SLURMCluster", "jobs": 10, "cores": 4, "memory": "16GB", "walltime": "04:00:00", ...}``
+      (every key but ``kind`` and ``jobs`` goes to the cluster class);
+    * neither: a ``LocalCluster`` of ``workers`` processes.
+
+    Args:
+        address: scheduler address.
+        workers: processes of the local cluster (``None`` = number of CPUs).
+        threads_per_worker: task threads per worker process (1: codecs and the model are single-threaded).
+        jobqueue: dask-jobqueue cluster settings.
+        dashboard_address: where a local cluster serves its dashboard (``":0"`` picks a free port).
+    """
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
+                 jobqueue: dict | None = None, dashboard_address: str | None = ":0") -> None:
+        distributed = _require_distributed()
+        self._cluster = None
+        if address and jobqueue:
+            raise ValueError("executor=dask: give either executor.address or executor.jobqueue, not both")
+        if address:
+            self.client = distributed.Client(address)
+        elif jobqueue:
+            self._cluster = make_jobqueue_cluster(jobqueue)
+            self.client = distributed.Client(self._cluster)
+        else:
+            import os
+
+            n = int(workers) if workers else (os.cpu_count() or 1)
+            self._cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
+                                                     processes=True, dashboard_address=dashboard_address)
+            self.client = distributed.Client(self._cluster)
+        self.client.register_plugin(_ThreadLimit(1))
+        self.dashboard = self.client.dashboard_link
+        self.workers = max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()))
+        log.info("Dask dashboard: %s (%d worker threads)", self.dashboard, self.workers)
+        print(f"Dask dashboard: {self.dashboard}", flush=True)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # pure=False: the same task submitted again (after a driver restart) must run, not be deduplicated
+        # against a stale future; the store makes the repeat cheap.
+        return self.client.submit(fn, *args, pure=False)
+
+    def wait(self, futures: Iterable[Any]) -> tuple[set, set]:
+        distributed = _require_distributed()
+        done, not_done = distributed.wait(list(futures), return_when="FIRST_COMPLETED")
+        return set(done), set(not_done)
+
+    def result(self, future: Any) -> Any:
+        return future.result()
+
+    def describe(self) -> str:
+        return f"dask ({self.workers} worker threads, dashboard {self.dashboard})"
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def make_jobqueue_cluster(settings: dict) -> Any:
+    """A dask-jobqueue cluster from ``{"kind": "SLURMCluster", "jobs": N, **cluster_kwargs}``, scaled to N jobs."""
+    try:
+        import dask_jobqueue
+    except ImportError as exc:
+        raise ImportError("executor.jobqueue needs dask-jobqueue: pip install -e '.[dask]'") from exc
+    settings = dict(settings)
+    kind = settings.pop("kind", "SLURMCluster")
+    jobs = int(settings.pop("jobs", 1))
+    cluster_cls = getattr(dask_jobqueue, kind, None)
+    if cluster_cls is None:
+        known = sorted(n for n in dir(dask_jobqueue) if n.endswith("Cluster"))
+        raise ValueError(f"executor.jobqueue.kind={kind!r} is not a dask-jobqueue cluster; use one of {known}")
+    cluster = cluster_cls(**settings)
+    cluster.scale(jobs=jobs)
+    return cluster
