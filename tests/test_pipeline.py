@@ -91,7 +91,20 @@ def test_main_job_writes_every_result_file_and_an_mlflow_run(tmp_path, data_root
     history = client.get_metric_history(children[0].info.run_id, "bpp")
     assert sorted(m.step for m in history) == [32, 42] and all(math.isfinite(m.value) for m in history)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"summary.csv", "per_image.csv", "rd_curve.png"} <= artifacts
+    assert {"summary.csv", "per_image.csv", "rd_curve.png", "report_meta.json"} <= artifacts
+
+    # the report files rebuild identically from the run folder and from the MLflow run, computing nothing
+    run_dir = tmp_path / "run"
+    written = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")
+                     if p.is_file() and p.suffix in (".csv", ".xlsx", ".png", ".json")
+                     and p.name not in ("provenance.json",))
+    for source in ([str(run_dir)], ["--mlflow-run", outcome.mlflow_run_id, "--tracking-uri",
+                                    f"sqlite:///{tmp_path}/mlflow.db"]):
+        out = tmp_path / f"rebuilt-{len(source)}"
+        subprocess.run([sys.executable, str(REPO / "tools" / "rebuild_report.py"), *source, "--out", str(out)],
+                       check=True, capture_output=True, timeout=300)
+        for rel in written:
+            assert (out / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
 
 
 def test_proposal_none_runs_the_anchor_alone_and_reuses_its_results(tmp_path, data_root):

@@ -6,6 +6,7 @@ the files are :mod:`vcm_eval.reporting`.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import platform
@@ -26,14 +27,12 @@ from vcm_eval.build import build
 from vcm_eval.codecs.base import CodecError, VideoCodec
 from vcm_eval.data.base import DetectionDataset
 from vcm_eval.data.images import ImageReadError
-from vcm_eval.evaluation.summary import bd_table, format_bd, summarize
+from vcm_eval.evaluation.summary import format_bd, summarize
 from vcm_eval.executors.base import Executor
 from vcm_eval.methods import CodingEntry
 from vcm_eval.models.base import WeightsError
 from vcm_eval.pipeline import EntrySpec, Sweep, SweepError
-from vcm_eval.reporting.plots import rate_accuracy_plot, rate_split_plot
-from vcm_eval.reporting.tables import write_tables
-from vcm_eval.reporting.xlsx import write_workbook
+from vcm_eval.reporting.report import METRIC_LABELS, ReportMeta, write_reports
 from vcm_eval.store import Store, StoreError
 
 log = logging.getLogger("vcm_eval")
@@ -45,8 +44,6 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 #: errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (SweepError, CodecError, WeightsError, ImageReadError, StoreError, FileNotFoundError, ValueError,
                TypeError)
-
-_METRIC_LABELS = {"map_50": "mAP@0.5", "map_50_95": "mAP@[.5:.95]"}
 
 
 @dataclass
@@ -120,13 +117,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
         results = sweep.run()
     per_image = pd.DataFrame(results.rows)
     evaluator = dataset.make_evaluator(model.class_names)
-    metric = evaluator.headline
     summary = summarize(per_image, results.detections, evaluator)
-    metric_columns = [c for c in summary.columns if c.startswith("map_")]
-    anchors = [s.entry.name for s in entries if s.role == "anchor"]
-    names = [s.entry.name for s in entries]
-    bd = bd_table(summary, anchors, names, metric, min_points=int(cfg.bd.min_points),
-                  min_overlap=float(cfg.bd.min_overlap))
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
@@ -134,25 +125,23 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
         "vcm_eval": vcm_eval.__version__, "git": _git_sha(), "python": platform.python_version(),
         "host": platform.node(), "codec": sweep.runtime.coder.identity(), "model": model.identity(),
         "dataset": dataset.identity(), "executor": executor.describe(), "store": store.url,
-        "wall_s": None,
+        "sweep_wall_s": time.perf_counter() - started,
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    files = write_tables(out_dir, per_image, summary, bd, dataset=dataset.name, metric=metric)
-    title = f"{cfg.ctc.name} CTC: {dataset.name}, {model.name}, {codec.name}"
-    files["rd_plot"] = rate_accuracy_plot(out_dir / "rd_curve.png", summary, metric=metric,
-                                          metric_label=_METRIC_LABELS.get(metric, metric), title=title)
-    split = rate_split_plot(out_dir / "rate_split.png", summary, title=f"rate split per level — {title}")
-    if split:
-        files["rate_split"] = split
     config_flat = flatten(resolved)
     config_flat.update({f"provenance.{k}": json.dumps(v) if isinstance(v, (dict, list)) else str(v)
                         for k, v in provenance.items()})
-    files["xlsx"] = write_workbook(out_dir / f"ctc_{cfg.ctc.name}_{dataset.name}.xlsx", summary=summary, bd=bd,
-                                   per_image=per_image, config=config_flat, anchors=anchors,
-                                   tests=[n for n in names if n not in anchors], metric=metric,
-                                   metric_columns=metric_columns)
-    provenance["wall_s"] = time.perf_counter() - started
+    anchors = [s.entry.name for s in entries if s.role == "anchor"]
+    meta = ReportMeta(ctc=str(cfg.ctc.name), dataset=dataset.name, model=model.name, codec=codec.name,
+                      metric=evaluator.headline, anchors=anchors, entries=[s.entry.name for s in entries],
+                      bd_min_points=int(cfg.bd.min_points), bd_min_overlap=float(cfg.bd.min_overlap),
+                      finished=provenance["finished"], config=config_flat)
+    files, bd = write_reports(out_dir, per_image, summary, meta)
     files["provenance"] = out_dir / "provenance.json"
     files["provenance"].write_text(json.dumps(provenance, indent=1, default=str))
+    files["resolved_config"] = out_dir / "resolved_config.yaml"
+    metric = evaluator.headline
+    metric_columns = [c for c in summary.columns if c.startswith("map_")]
 
     run_id = None
     if cfg.tracking.get("enabled", False):
@@ -161,10 +150,9 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
         tags = {"git_sha": provenance["git"], "codec": codec.name, "model": model.name, "dataset": dataset.name,
                 "ctc": str(cfg.ctc.name), "weights_sha256": str(model.identity().get("weights_sha256", "")),
                 "codec_version": str(sweep.runtime.coder.identity().get("version", ""))}
-        run_name = "+".join(names) + f"@{cfg.ctc.name}"
+        run_name = "+".join(meta.entries) + f"@{cfg.ctc.name}"
         hydra_dir = out_dir / ".hydra"
-        artifacts = [p for p in files.values()] + ([hydra_dir] if hydra_dir.exists() else []) + \
-                    [out_dir / "resolved_config.yaml"]
+        artifacts = list(files.values()) + ([hydra_dir] if hydra_dir.exists() else [])
         run_id = log_run(tracking_uri=str(cfg.tracking.tracking_uri), experiment=str(cfg.tracking.experiment),
                          run_name=run_name, params=config_flat, tags=tags, summary=summary, bd=bd,
                          metric_columns=metric_columns, artifacts=artifacts,
@@ -177,7 +165,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
 def print_report(outcome: RunOutcome, metric: str, cfg: DictConfig) -> None:
     """The run summary on stdout: R-P table, BD table, where the files are."""
     summary, bd = outcome.summary, outcome.bd
-    label = _METRIC_LABELS.get(metric, metric)
+    label = METRIC_LABELS.get(metric, metric)
     lines = ["", f"=== results ({label}, bpp = bits / original pixels) ==="]
     for entry, rows in summary.groupby("entry", sort=False):
         if rows["qp"].isna().all():
