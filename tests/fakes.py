@@ -58,3 +58,22 @@ class FailingCodec(VideoCodec):
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "fail_on": self.fail_on}
+
+
+class SlowCodec(NoiseCodec):
+    """A NoiseCodec that takes ``delay`` seconds per encode, so a test can interrupt a sweep mid-task."""
+
+    name = "slow"
+
+    def __init__(self, amplitude: int = 8, delay: float = 0.3) -> None:
+        super().__init__(amplitude)
+        self.delay = delay
+
+    def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
+        import time
+
+        time.sleep(self.delay)
+        return super().encode(frame, qp, label=label)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": NoiseCodec.name, "amplitude": self.amplitude}  # same bitstreams as NoiseCodec

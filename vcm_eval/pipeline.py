@@ -459,7 +459,7 @@ class Sweep:
         """Load every result of the sweep from the store into per-(image, entry, QP) rows.
 
         Row columns: ``image_id, entry, role, qp, num_bits, bpp, bits_<level>, side_info_bits,
-        psnr_<level>, topdown_psnr_<level>, nn_part_1_s, encode_s, decode_s, nn_part_2_s,
+        psnr_<level>, topdown_psnr_<level>, nn_part_1_s, encode_s, decode_s, nn_part_2_s, worker,
         from_cache`` (no encoder ran when the bitstreams were made: another entry or run had coded the
         same pictures), ``queue_s, run_s`` (this invocation's task timings, empty for reused results),
         ``num_detections, computed_now`` (False when the row was reused from the store as it was).
@@ -516,6 +516,7 @@ class Sweep:
                             from_cache=all(r.from_cache for r in coded.levels.values()),
                             queue_s=_sum_or_none(code_timing["queue_s"], det_timing["queue_s"]),
                             run_s=_sum_or_none(code_timing["run_s"], det_timing["run_s"]),
+                            worker=code_timing["worker"] or det_timing["worker"],
                         )
                     row["num_detections"] = len(dets)
                     row["computed_now"] = row.get("run_s") is not None
@@ -525,7 +526,8 @@ class Sweep:
 
 def _task_timing(timings: dict[str, dict], key: str) -> dict:
     t = timings.get(key)
-    return {"queue_s": t["queue_s"] if t else None, "run_s": t["run_s"] if t else None}
+    return {"queue_s": t["queue_s"] if t else None, "run_s": t["run_s"] if t else None,
+            "worker": t["worker"] if t else None}
 
 
 def _sum_or_none(a: float | None, b: float | None) -> float | None:

@@ -17,6 +17,11 @@ from vcm_eval.executors.base import Executor
 
 log = logging.getLogger(__name__)
 
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover - DaskExecutor says how to install it
+    WorkerPlugin = object  # type: ignore[assignment,misc]
+
 
 def _require_distributed() -> Any:
     try:
@@ -26,7 +31,7 @@ def _require_distributed() -> Any:
     return distributed
 
 
-class _ThreadLimit:
+class _ThreadLimit(WorkerPlugin):
     """Worker plugin: one intra-op torch thread per worker thread, like the process pool."""
 
     name = "vcm-eval-thread-limit"
