@@ -432,3 +432,12 @@ def test_420_pictures_for_the_image_anchor(tmp_path, cfg_file, golden):
     back = codec.decode(coded.bitstream, frame, label="rgb")
     assert back.chroma_format == "420"
     assert all(np.array_equal(a, b) for a, b in zip(back.planes, frame.planes, strict=True))
+
+
+def test_codecs_pickle_for_worker_processes(tmp_path, cfg_file):
+    import pickle
+
+    fake = make_fake(tmp_path, "EncoderAppStatic", "ok")
+    codec = VTMCodec(encoder_path=fake, cfg=cfg_file, timeout_s=12, decoder="pyav")
+    clone = pickle.loads(pickle.dumps(codec))
+    assert clone.identity() == codec.identity() and clone.timeout_s == 12 and clone.decoder == "pyav"

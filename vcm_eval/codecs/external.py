@@ -43,6 +43,8 @@ KEEP_LOG_MODES = ("failure", "always")
 #: seconds a version probe (``--help`` / ``--version``) may take before the binary counts as hung.
 PROBE_TIMEOUT_S = 60.0
 _LOG_TAIL_LINES = 15
+#: version warnings already logged in this process (one line per binary, not one per picture).
+_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,8 @@ class ExternalCodec(VideoCodec):
             raise CodecUnavailableError(
                 f"{warning} (strict_version is set; point the configuration at a {self.expected_version} build "
                 "or set strict_version=false to run anyway)")
-        if warning:
+        if warning and warning not in _WARNED:
+            _WARNED.add(warning)
             log.warning(warning)
         return path, banner, warning
 
