@@ -131,6 +131,23 @@ def make_jobqueue_cluster(settings: dict) -> Any:
     if cluster_cls is None:
         known = sorted(n for n in dir(dask_jobqueue) if n.endswith("Cluster"))
         raise ValueError(f"executor.jobqueue.kind={kind!r} is not a dask-jobqueue cluster; use one of {known}")
+    settings = {k: v for k, v in settings.items() if v is not None}  # null in YAML = the class default
     cluster = cluster_cls(**settings)
-    cluster.scale(jobs=jobs)
+    if jobs:
+        cluster.scale(jobs=jobs)
     return cluster
+
+
+def render_job_script(settings: dict) -> str:
+    """The batch script dask-jobqueue would submit for ``settings`` (no batch system needed to render it).
+
+    The scheduler that the script's workers would join is started on loopback and closed again.
+    """
+    settings = {k: v for k, v in dict(settings).items() if v is not None}
+    settings["jobs"] = 0
+    settings.setdefault("scheduler_options", {"host": "127.0.0.1"})
+    cluster = make_jobqueue_cluster(settings)
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
