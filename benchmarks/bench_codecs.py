@@ -78,7 +78,10 @@ def layers_from_model(model_name: str, image: Path, levels: list[str]) -> tuple[
     cfg_path = REPO / "conf" / "model" / f"{model_name}.yaml"
     if not cfg_path.is_file():
         raise SystemExit(f"error: no model config {cfg_path}")
-    model = instantiate(OmegaConf.load(cfg_path), _convert_="all")
+    try:
+        model = instantiate(OmegaConf.load(cfg_path), _convert_="all")
+    except Exception as exc:  # noqa: BLE001 - Hydra wraps the model's own error (missing weights, ...)
+        raise SystemExit(f"error: cannot build model {model_name}: {exc.__cause__ or exc}") from None
     features = model.encode(read_image(image))
     return {lvl: features.layers[lvl] for lvl in levels}, tuple(features.meta.original_size)
 
