@@ -32,7 +32,7 @@ def test_job_script_follows_the_config(script):
 def test_docs_show_the_rendered_script(script):
     docs = (REPO / "docs" / "cluster.md").read_text()
     rendered = [ln for ln in script.splitlines() if ln.startswith("#SBATCH")]
-    documented = [ln for ln in docs.splitlines() if ln.startswith("#SBATCH")]
+    documented = [ln.strip() for ln in docs.splitlines() if ln.strip().startswith("#SBATCH")]
     assert documented == rendered, "docs/cluster.md is out of date: paste tools/render_job_script.py's output"
 
 
