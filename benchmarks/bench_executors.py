@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Benchmark: the same sweep under executor=local, pool and dask on this machine.
+
+    python benchmarks/bench_executors.py                       # the embedded CTC, anchor + compensation
+    python benchmarks/bench_executors.py --workers 2 ctc.num_images=20
+
+Each executor starts from an empty store (nothing cached), so every task really runs. Reported per
+executor: sweep wall time (executor start-up, planning, every task, loading the results; not the
+data set generation, scoring or report files), the sum of the
+tasks' own run times, the speed-up against ``local``, and the scheduling overhead
+
+    overhead = 1 - sum(task run time) / (workers x sweep wall time)
+
+the share of the workers' time not spent inside a task (start-up of worker processes, model loading,
+queueing, transfers, idle tails). Targets for 2 workers: speed-up >= 1.8, overhead <= 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from vcm_eval.cli import CONFIG_DIR, run
+
+
+def one(executor: str, workers: int, overrides: list[str], root: Path) -> dict:
+    extra = [] if executor == "local" else [f"executor.workers={workers}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            f"executor={executor}", *extra, "tracking=none", "progress=false", "proposal=compensation",
+            f"paths.output_root={root}", f"paths.store={root}/store", *overrides])
+    start = time.perf_counter()
+    outcome = run(cfg, root / "run")
+    total = time.perf_counter() - start
+    provenance = json.loads((root / "run" / "provenance.json").read_text())
+    sweep_s = provenance["sweep_s"]
+    task_s = float(pd.to_numeric(outcome.per_image["run_s"], errors="coerce").fillna(0).sum())
+    n = 1 if executor == "local" else workers
+    return {"executor": f"{executor}" + ("" if executor == "local" else f" x{workers}"), "workers": n,
+            "sweep_s": sweep_s, "total_s": total, "task_s": task_s,
+            "rows_run": int(outcome.per_image["run_s"].notna().sum()), "overhead": 1.0 - task_s / (n * sweep_s)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. ctc.num_images=20)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--executors", nargs="*", default=["local", "pool", "dask"])
+    parser.add_argument("--data-root", type=Path, help="where the synthetic set is (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = [f"paths.data_root={args.data_root or Path(tmp) / 'data'}"]
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            instantiate(compose(config_name="config", overrides=data + args.overrides).dataset)  # generate once
+        for executor in args.executors:
+            rows.append(one(executor, args.workers, data + args.overrides, Path(tmp) / executor))
+            print(f"{rows[-1]['executor']}: sweep {rows[-1]['sweep_s']:.1f} s", flush=True)
+    table = pd.DataFrame(rows)
+    local = table.loc[table["executor"] == "local", "sweep_s"]
+    if len(local):
+        table["speedup"] = float(local.iloc[0]) / table["sweep_s"]
+    pd.set_option("display.width", 160)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
