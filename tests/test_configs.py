@@ -45,7 +45,7 @@ def _no_user_environment(monkeypatch, tmp_path):
 def test_default_config_is_the_embedded_ctc():
     cfg = compose_cfg()
     assert cfg.ctc.name == "embedded" and cfg.codec._target_.endswith("X265Codec")
-    assert cfg.model._target_.endswith("build_embedded_model") and list(cfg.anchor) == ["c_layer"]
+    assert cfg.model._target_.endswith("build_embedded_model") and list(cfg.anchor) == ["c_layer", "image"]
     assert not cfg.proposal and cfg.executor._target_.endswith("PoolExecutor")
 
 

@@ -37,7 +37,7 @@ def base_overrides(root: Path, data_root: Path, *, tracking: bool = False) -> li
     """Small, fast settings; every path under ``root``; MLflow off unless ``tracking``."""
     overrides = [f"paths.output_root={root}", f"paths.store={root}/store", f"paths.data_root={data_root}",
                  "executor=local", "progress=false", "dataset.size=6", "ctc.num_images=3",
-                 "ctc.qps.features=[32,42]", "ctc.qps.image=[27,42]", "bd.min_points=2"]
+                 "ctc.qps.features=[32,42]", "ctc.qps.image=[27,42]", "bd.min_points=2", "anchor=[c_layer]"]
     if os.environ.get("VCM_TMP_WEIGHTS"):  # TEMP
         overrides.append(f"model.weights={os.environ['VCM_TMP_WEIGHTS']}")
     if tracking:
@@ -51,27 +51,34 @@ def compose_cfg(root: Path, data_root: Path, *overrides: str, tracking: bool = F
         base = base_overrides(root, data_root, tracking=tracking)
         if any(o.startswith("dataset=") for o in overrides):
             base.remove("dataset.size=6")
+        if any(o.startswith("anchor=") for o in overrides):
+            base.remove("anchor=[c_layer]")
         return compose(config_name="config", overrides=base + list(overrides))
 
 
 def test_main_job_writes_every_result_file_and_an_mlflow_run(tmp_path, data_root):
-    cfg = compose_cfg(tmp_path, data_root, "proposal=compensation", tracking=True)
+    cfg = compose_cfg(tmp_path, data_root, "proposal=compensation", "anchor=[c_layer,image]", tracking=True)
     outcome = run(cfg, tmp_path / "run")
     summary = outcome.summary
-    assert set(summary["entry"]) == {"uncompressed", "c_layer", "compensation"}
+    assert set(summary["entry"]) == {"uncompressed", "c_layer", "image", "compensation"}
     coded = summary[summary["qp"].notna()]
-    assert len(coded) == 4 and np.isfinite(coded["avg_bpp"]).all() and np.isfinite(coded["map_50"]).all()
+    assert len(coded) == 6 and np.isfinite(coded["avg_bpp"]).all() and np.isfinite(coded["map_50"]).all()
     assert (coded["avg_bpp"] > 0).all() and coded["map_50"].between(0, 1).all()
     # rate falls with QP for both entries
     for _, rows in coded.groupby("entry"):
         assert rows.sort_values("qp")["avg_bpp"].is_monotonic_decreasing
-    for name in ("xlsx", "summary", "per_image", "bd", "rd_plot", "rate_split", "ctc_c_layer", "ctc_compensation"):
+    for name in ("xlsx", "summary", "per_image", "bd", "rd_plot", "rate_split", "ctc_c_layer", "ctc_compensation",
+                 "ctc_image"):
         assert outcome.files[name].is_file() and outcome.files[name].stat().st_size > 0, name
     per_image = pd.read_csv(outcome.files["per_image"])
-    assert len(per_image) == 3 * (1 + 2 + 2)
+    assert len(per_image) == 3 * (1 + 2 + 2 + 2)
+    # BD of every entry against both anchors, and of each anchor against the other
+    bd = pd.read_csv(outcome.files["bd"])
+    assert set(zip(bd["anchor"], bd["test"])) == {("c_layer", "image"), ("c_layer", "compensation"),
+                                                  ("image", "c_layer"), ("image", "compensation")}
     for level in ("c2", "c3", "c4", "c5"):
         assert (per_image.loc[per_image["entry"] == "c_layer", f"bits_{level}"] > 0).all()
-    bits = per_image[per_image["entry"] != "uncompressed"]
+    bits = per_image[per_image["entry"].isin(["c_layer", "compensation"])]
     recomputed = bits[[f"bits_c{k}" for k in (2, 3, 4, 5)]].sum(axis=1) + bits["side_info_bits"]
     np.testing.assert_array_equal(recomputed, bits["num_bits"])
     np.testing.assert_allclose(bits["bpp"], bits["num_bits"] / (bits["width"] * bits["height"]))
@@ -87,7 +94,7 @@ def test_main_job_writes_every_result_file_and_an_mlflow_run(tmp_path, data_root
     assert parent.data.params["ctc.name"] == "embedded" and "uncompressed_map_50" in parent.data.metrics
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert {c.data.tags["entry"] for c in children} == {"c_layer", "compensation"}
+    assert {c.data.tags["entry"] for c in children} == {"c_layer", "image", "compensation"}
     history = client.get_metric_history(children[0].info.run_id, "bpp")
     assert sorted(m.step for m in history) == [32, 42] and all(math.isfinite(m.value) for m in history)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
