@@ -11,45 +11,28 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from vcm_eval.codecs.avframes import from_video_frame, pix_fmt, to_video_frame
 from vcm_eval.types import Frame
 
 MATRIX = "ITU709"
-_FORMATS = {("420", 8): "yuv420p", ("420", 10): "yuv420p10le", ("444", 8): "yuv444p", ("444", 10): "yuv444p10le"}
-
-
-def _yuv_format(chroma_format: str, bit_depth: int) -> str:
-    try:
-        return _FORMATS[(chroma_format, bit_depth)]
-    except KeyError:
-        raise ValueError(f"no Y'CbCr format for chroma {chroma_format} at {bit_depth} bits; "
-                         f"supported: {sorted(_FORMATS)}") from None
 
 
 def rgb_to_ycbcr(image: np.ndarray, *, chroma_format: str = "420", bit_depth: int = 10) -> Frame:
     """RGB uint8 (H, W, 3), full range -> BT.709 limited-range Y'CbCr frame (padded to even size for 4:2:0)."""
-    fmt = _yuv_format(chroma_format, bit_depth)
+    if chroma_format not in ("420", "444"):
+        raise ValueError(f"pictures are converted to 4:2:0 or 4:4:4 Y'CbCr, not {chroma_format}")
+    fmt = pix_fmt(chroma_format, bit_depth)
     if chroma_format == "420" and (image.shape[0] % 2 or image.shape[1] % 2):
         image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
     rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
     yuv = rgb.reformat(format=fmt, src_colorspace=MATRIX, dst_colorspace=MATRIX, src_color_range="JPEG",
                        dst_color_range="MPEG", interpolation="BICUBIC")
-    dtype = np.uint16 if bit_depth > 8 else np.uint8
-    planes = []
-    for plane in yuv.planes:
-        view = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // np.dtype(dtype).itemsize)
-        planes.append(view[:, : plane.width].astype(np.uint16))
-    return Frame(tuple(planes), bit_depth, chroma_format)
+    return from_video_frame(yuv, bit_depth, chroma_format)
 
 
 def ycbcr_to_rgb(frame: Frame, size: tuple[int, int]) -> np.ndarray:
     """Inverse of :func:`rgb_to_ycbcr`: RGB uint8 (H, W, 3) cropped to ``size`` = (height, width)."""
-    fmt = _yuv_format(frame.chroma_format, frame.bit_depth)
-    yuv = av.VideoFrame(frame.width, frame.height, fmt)
-    dtype = np.uint16 if frame.bit_depth > 8 else np.uint8
-    for plane, samples in zip(yuv.planes, frame.planes, strict=True):
-        view = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // np.dtype(dtype).itemsize)
-        view[:, : samples.shape[1]] = samples.astype(dtype)
-    rgb = yuv.reformat(format="rgb24", src_colorspace=MATRIX, dst_colorspace=MATRIX, src_color_range="MPEG",
-                       dst_color_range="JPEG", interpolation="BICUBIC")
+    rgb = to_video_frame(frame).reformat(format="rgb24", src_colorspace=MATRIX, dst_colorspace=MATRIX,
+                                         src_color_range="MPEG", dst_color_range="JPEG", interpolation="BICUBIC")
     height, width = size
     return np.ascontiguousarray(rgb.to_ndarray()[:height, :width])

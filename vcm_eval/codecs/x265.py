@@ -17,47 +17,16 @@ from typing import Any
 import av
 import numpy as np
 
+from vcm_eval.codecs.avframes import PIX_FMTS, from_video_frame, pix_fmt, to_video_frame
 from vcm_eval.codecs.base import CodecError, CodecUnavailableError, FrameSpec, VideoCodec, check_decoded
 from vcm_eval.types import CodedPicture, Frame
-
-_PIX_FMT = {("400", 8): "gray", ("400", 10): "gray10le", ("400", 12): "gray12le",
-            ("420", 8): "yuv420p", ("420", 10): "yuv420p10le", ("420", 12): "yuv420p12le",
-            ("444", 8): "yuv444p", ("444", 10): "yuv444p10le", ("444", 12): "yuv444p12le"}
 
 
 def _pix_fmt(chroma_format: str, bit_depth: int) -> str:
     try:
-        return _PIX_FMT[(chroma_format, bit_depth)]
-    except KeyError:
-        raise CodecError(f"x265: no pixel format for {chroma_format} at {bit_depth} bits "
-                         f"(supported: {sorted(_PIX_FMT)})") from None
-
-
-def _to_video_frame(frame: Frame) -> av.VideoFrame:
-    fmt = _pix_fmt(frame.chroma_format, frame.bit_depth)
-    if frame.chroma_format == "400":
-        data = frame.luma if frame.bit_depth > 8 else frame.luma.astype(np.uint8)
-        return av.VideoFrame.from_ndarray(data, format=fmt)
-    vf = av.VideoFrame(frame.width, frame.height, fmt)
-    for plane, samples in zip(vf.planes, frame.planes, strict=True):
-        dtype = np.uint16 if frame.bit_depth > 8 else np.uint8
-        bytes_per = np.dtype(dtype).itemsize
-        view = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // bytes_per)
-        view[:, : samples.shape[1]] = samples.astype(dtype)
-    return vf
-
-
-def _from_video_frame(vf: av.VideoFrame, spec: FrameSpec) -> Frame:
-    if spec.chroma_format == "400":
-        luma = vf.to_ndarray()
-        return Frame.gray(luma.astype(np.uint16), spec.bit_depth)
-    dtype = np.uint16 if spec.bit_depth > 8 else np.uint8
-    bytes_per = np.dtype(dtype).itemsize
-    planes = []
-    for plane in vf.planes:
-        view = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // bytes_per)
-        planes.append(view[:, : plane.width].astype(np.uint16))
-    return Frame(tuple(planes), spec.bit_depth, spec.chroma_format)
+        return pix_fmt(chroma_format, bit_depth)
+    except ValueError as exc:
+        raise CodecError(f"x265: {exc}") from None
 
 
 def decode_annexb(bitstream: bytes, container_format: str, spec: FrameSpec, *, codec: str,
@@ -74,10 +43,11 @@ def decode_annexb(bitstream: bytes, container_format: str, spec: FrameSpec, *, c
     if len(frames) != 1:
         raise CodecError(f"{codec}: {label or 'bitstream'} decodes to {len(frames)} pictures, expected 1; "
                          "the bitstream is truncated or corrupt")
-    expected_fmt = _PIX_FMT.get((spec.chroma_format, spec.bit_depth))
+    expected_fmt = PIX_FMTS.get((spec.chroma_format, spec.bit_depth))
     if frames[0].format.name != expected_fmt:
         raise CodecError(f"{codec}: {label or 'picture'} decoded as {frames[0].format.name}, expected {expected_fmt}")
-    return check_decoded(_from_video_frame(frames[0], spec), spec, codec=codec, label=label)
+    decoded = from_video_frame(frames[0], spec.bit_depth, spec.chroma_format)
+    return check_decoded(decoded, spec, codec=codec, label=label)
 
 
 class X265Codec(VideoCodec):
@@ -117,7 +87,7 @@ class X265Codec(VideoCodec):
                 stream.width, stream.height = frame.width, frame.height
                 stream.pix_fmt = _pix_fmt(frame.chroma_format, frame.bit_depth)
                 stream.options = {"preset": self.preset, "x265-params": self.x265_params(qp)}
-                for packet in stream.encode(_to_video_frame(frame)):
+                for packet in stream.encode(to_video_frame(frame)):
                     out.mux(packet)
                 for packet in stream.encode(None):
                     out.mux(packet)
