@@ -127,6 +127,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
         "vcm_eval": vcm_eval.__version__, "git": _git_sha(), "python": platform.python_version(),
         "host": platform.node(), "codec": sweep.runtime.coder.identity(), "model": model.identity(),
         "dataset": dataset.identity(), "executor": executor.describe(), "store": store.url,
+        "codec_commands": results.commands,
         "sweep_s": sweep_s,  # executor start-up, every task, loading the results
         "wall_s": time.perf_counter() - started,
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -162,6 +163,9 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
                          artifact_location=cfg.tracking.get("artifact_location"))
     outcome = RunOutcome(out_dir, summary, bd, per_image, files, run_id)
     print_report(outcome, metric, cfg)
+    warning = sweep.runtime.coder.identity().get("version_warning")
+    if warning:
+        print(f"WARNING: {warning} (recorded in provenance.json and the config sheet)", flush=True)
     return outcome
 
 

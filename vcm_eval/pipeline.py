@@ -255,11 +255,14 @@ class SweepResults:
         detections: ``(entry, qp) -> {image_id: Detections}``; the uncompressed reference under
             ``(UNCOMPRESSED, None)``.
         timings: task key -> ``{queue_s, run_s, worker}`` for the tasks run in this invocation.
+        commands: entry -> the codec record and command line of one of its coded pictures (the first
+            image at its first QP), so that a run says exactly what coded it.
     """
 
     rows: list[dict]
     detections: dict[tuple[str, int | None], dict[str, Detections]]
     timings: dict[str, dict]
+    commands: dict[str, dict] = field(default_factory=dict)
 
 
 class Sweep:
@@ -466,6 +469,7 @@ class Sweep:
         Stage times (``encode_s``, ...) are those measured when the result was computed.
         """
         timings = timings or {}
+        commands: dict[str, dict] = {}
         rows: list[dict] = []
         detections: dict[tuple[str, int | None], dict[str, Detections]] = {}
         store = self.store
@@ -492,6 +496,8 @@ class Sweep:
                            "width": original_size[1], "height": original_size[0]}
                     if entry.input == "image":
                         coding = det["coding"]
+                        if entry.name not in commands:
+                            commands[entry.name] = self._bitstream_record(coding["bitstream"])
                         row.update(num_bits=coding["num_bits"], bpp=bits_per_pixel(coding["num_bits"], original_size),
                                    nn_part_1_s=0.0, encode_s=coding.get("encode_s", 0.0),
                                    decode_s=coding.get("decode_s", 0.0), nn_part_2_s=det["nn_part_2_s"],
@@ -499,6 +505,9 @@ class Sweep:
                                    **_task_timing(timings, f"image:{image.image_id}:{entry.name}:{qp}"))
                     else:
                         coded = CodedFeatures.from_dict(store.read_json("coded", keys[("coded", entry.name, qp)]))
+                        if entry.name not in commands:
+                            first = next(iter(coded.levels.values()))
+                            commands[entry.name] = self._bitstream_record(first.bitstream)
                         row.update(num_bits=coded.num_bits, bpp=bits_per_pixel(coded.num_bits, original_size))
                         for level, record in sorted(coded.levels.items()):
                             row[f"bits_{level}"] = record.num_bits
@@ -521,7 +530,14 @@ class Sweep:
                     row["num_detections"] = len(dets)
                     row["computed_now"] = row.get("run_s") is not None
                     rows.append(row)
-        return SweepResults(rows, detections, timings)
+        return SweepResults(rows, detections, timings, commands)
+
+    def _bitstream_record(self, key: str) -> dict:
+        from vcm_eval.codecs.cache import KIND
+
+        record = self.store.read_json(KIND, key)
+        return {"codec": record.get("codec"), "command": record.get("command"), "label": record.get("label"),
+                "qp": record.get("qp")}
 
 
 def _task_timing(timings: dict[str, dict], key: str) -> dict:
