@@ -29,9 +29,9 @@ def side_by_side(summary: pd.DataFrame, anchors: list[str], tests: list[str], me
     for entry in anchors + [t for t in tests if t not in anchors]:
         rows = summary[summary["entry"] == entry].sort_values("qp").reset_index(drop=True)
         block = pd.DataFrame({
-            (entry, "QP"): rows["qp"].astype(int),
-            (entry, "bpp"): rows["avg_bpp"],
-            (entry, f"{metric} (%)"): rows[metric] * 100.0,
+            f"{entry} QP": rows["qp"].astype(int),
+            f"{entry} bpp": rows["avg_bpp"],
+            f"{entry} {metric} (%)": rows[metric] * 100.0,
         })
         blocks.append(block)
     return pd.concat(blocks, axis=1) if blocks else pd.DataFrame()
@@ -45,7 +45,7 @@ def write_workbook(path: Path, *, summary: pd.DataFrame, bd: pd.DataFrame, per_i
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         bd.to_excel(writer, sheet_name="BD", index=False)
         rd = side_by_side(summary, anchors, tests, metric)
-        rd.to_excel(writer, sheet_name="RD")
+        rd.to_excel(writer, sheet_name="RD", index=False)
         reference = summary[summary["qp"].isna()]
         reference[["entry", "num_images"] + [c for c in metric_columns if c in reference]].to_excel(
             writer, sheet_name="uncompressed", index=False)
