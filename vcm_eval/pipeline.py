@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -57,11 +57,15 @@ class Runtime:
         store_url: root of the content-addressed store (a path every worker can reach, or an fsspec URL).
         model_cfg: the resolved model config (with ``_target_``); each process builds the model once.
         codec: the picture codec (a plain object).
+        model_threads: torch intra-op threads for every model pass. Float results of a convolution
+            depend on how it is split across threads, so the C-layers (and with them every bit and
+            mAP) would otherwise depend on which executor ran the task; every task pins this count.
     """
 
     store_url: str
     model_cfg: dict
     codec: VideoCodec | None = None
+    model_threads: int = 1
 
     @property
     def store(self) -> Store:
@@ -69,13 +73,25 @@ class Runtime:
 
     @property
     def model(self) -> SplitModel:
+        _pin_threads(self.model_threads)
         return build_model(canonical_json(self.model_cfg))
+
+    def model_identity(self) -> dict:
+        """The model's identity plus the thread count its numbers depend on (part of every cache key)."""
+        return {**self.model.identity(), "torch_threads": self.model_threads}
 
     @property
     def coder(self) -> CachedCodec:
         if self.codec is None:
             raise RuntimeError("this sweep has no codec configured")
         return CachedCodec(self.codec, self.store)
+
+
+def _pin_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @lru_cache(maxsize=4)
@@ -282,9 +298,9 @@ class Sweep:
 
     def __init__(self, *, dataset: DetectionDataset, model_cfg: dict, codec: VideoCodec,
                  entries: Sequence[EntrySpec], store: Store, executor: Executor, fail_fast: bool = False,
-                 progress: bool = True, max_worker_restarts: int = 3) -> None:
+                 progress: bool = True, max_worker_restarts: int = 3, model_threads: int = 1) -> None:
         self.dataset = dataset
-        self.runtime = Runtime(store.url, model_cfg, codec)
+        self.runtime = Runtime(store.url, model_cfg, codec, int(model_threads))
         self.entries = list(entries)
         self.store = store
         self.executor = executor
@@ -301,6 +317,14 @@ class Sweep:
     @property
     def model(self) -> SplitModel:
         return self.runtime.model
+
+    @cached_property
+    def _model_id(self) -> dict:
+        return self.runtime.model_identity()
+
+    @cached_property
+    def _codec_id(self) -> dict:
+        return self.runtime.coder.identity()
 
     def images(self) -> list[ImageRef]:
         """The dataset's pictures with content fingerprints; a missing file is an error naming it."""
@@ -319,8 +343,8 @@ class Sweep:
 
     def keys(self, image: ImageRef) -> dict[str, Any]:
         """Store keys of every output of one image, by (entry, qp)."""
-        model_id = self.model.identity()
-        codec_id = self.runtime.coder.identity()
+        model_id = self._model_id
+        codec_id = self._codec_id
         clayers = content_key("clayers", image.fingerprint, model_id)
         out: dict[Any, Any] = {"clayers": clayers, (UNCOMPRESSED, None): content_key("det", clayers)}
         for spec in self.entries:
