@@ -1,0 +1,355 @@
+"""The embedded default detector: a small torchvision Faster R-CNN + FPN whose weights ship in the package.
+
+Architecture (all sizes in :class:`EmbeddedArch`, stored with the weights in ``embedded.json``):
+
+* ``GeneralizedRCNNTransform``: ImageNet mean/std normalisation, resize so the short side is 320 px
+  (long side at most 480 px), zero padding of the batch to a multiple of 32;
+* a small ResNet-like bottom-up network defined here (BasicBlocks with BatchNorm, trained from
+  scratch) whose four stages have strides 4, 8, 16, 32;
+* torchvision's ``FeaturePyramidNetwork`` with 64 channels and the ``LastLevelMaxPool`` extra level.
+  Its ``inner_blocks`` (the 1x1 lateral convolutions) produce the C-layers ``c2..c5``;
+* RPN with two anchor sizes per level, and ROI heads (``MultiScaleRoIAlign`` 7x7 with canonical scale
+  112, so that boxes of about 28/56/112/224 px pool from P2/P3/P4/P5: every level carries ROI features
+  on 320 px pictures; a two-layer MLP head).
+
+Why 64 FPN channels and 320 px: the C-layers are coded as one monochrome picture per level, 64 channels
+packing into an 8x8 grid. A 320x480 input gives pictures of 640x960 (c2), 320x480, 160x240 and 80x120
+samples, about 0.8 Mpixel per image per QP in total, so an x265 sweep over every level of 100 images at
+5 QPs stays within minutes on two cores (256 channels at 800 px would be ~25x more).
+
+The split (:class:`EmbeddedDetector`) follows ``vcm_eval.models.base``: ``encode`` stops after the
+lateral convolutions; ``decode`` repeats torchvision's FPN top-down pathway operation for operation,
+so ``decode(encode(x))`` equals the unsplit torchvision forward bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from vcm_eval.models.base import SplitModel, WeightsError, check_image
+from vcm_eval.types import Detections, SplitFeatures, SplitMeta
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PACKAGED_WEIGHTS = WEIGHTS_DIR / "embedded.pth"
+TRAIN_TOOL = "python tools/train_embedded_model.py"
+
+_FEATURE_KEYS = ("0", "1", "2", "3")  # torchvision's names of the FPN levels P2..P5
+
+
+@dataclass(frozen=True)
+class EmbeddedArch:
+    """Every number that shapes the network; saved in ``embedded.json`` and read back to rebuild it."""
+
+    stem_channels: int = 24
+    stage_channels: tuple[int, ...] = (32, 64, 96, 128)
+    stage_blocks: tuple[int, ...] = (1, 1, 2, 1)
+    fpn_channels: int = 64
+    min_size: int = 320
+    max_size: int = 480
+    size_divisible: int = 32
+    image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    anchor_sizes: tuple[tuple[int, ...], ...] = ((11, 16), (22, 32), (45, 64), (90, 128), (181, 256))
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    roi_canonical_scale: int = 112
+    roi_canonical_level: int = 4
+    box_representation: int = 128
+    rpn_pre_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_train: int = 500
+    rpn_pre_nms_top_n_test: int = 600
+    rpn_post_nms_top_n_test: int = 300
+    box_batch_size_per_image: int = 128
+    box_score_thresh: float = 0.05
+    box_detections_per_img: int = 100
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> EmbeddedArch:
+        kw = dict(d)
+        for key in ("stage_channels", "stage_blocks", "image_mean", "image_std", "aspect_ratios"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
+        if "anchor_sizes" in kw:
+            kw["anchor_sizes"] = tuple(tuple(s) for s in kw["anchor_sizes"])
+        unknown = set(kw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown architecture fields {sorted(unknown)}")
+        return cls(**kw)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x))."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """Bottom-up network: a stride-4 stem (two stride-2 3x3 convs) then four stages of BasicBlocks.
+
+    ``layer1..layer4`` output ``stage_channels`` at strides 4, 8, 16, 32.
+
+    Example::
+
+        >>> net = SmallResNet(24, (32, 64, 96, 128), (1, 1, 2, 1))
+        >>> x = torch.zeros(1, 3, 320, 448)
+        >>> [tuple(net.layer4(net.layer3(net.layer2(net.layer1(net.stem(x))))).shape)]
+        [(1, 128, 10, 14)]
+    """
+
+    def __init__(self, stem_channels: int, stage_channels: Sequence[int], stage_blocks: Sequence[int]) -> None:
+        super().__init__()
+        if len(stage_channels) != 4 or len(stage_blocks) != 4:
+            raise ValueError("SmallResNet needs four stages (C2..C5)")
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem_channels, 3, 2, 1, bias=False), nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(stem_channels, stage_channels[0], 3, 2, 1, bias=False), nn.BatchNorm2d(stage_channels[0]),
+            nn.ReLU(inplace=True),
+        )
+        in_ch = stage_channels[0]
+        for i, (ch, n) in enumerate(zip(stage_channels, stage_blocks)):
+            blocks = [BasicBlock(in_ch, ch, 1 if i == 0 else 2)] + [BasicBlock(ch, ch, 1) for _ in range(n - 1)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            in_ch = ch
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Zero-init the last BN of each residual branch so every block starts as the identity.
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def build_network(arch: EmbeddedArch, num_classes: int) -> FasterRCNN:
+    """The torchvision Faster R-CNN of ``arch`` for ``num_classes`` object classes (background added)."""
+    body = SmallResNet(arch.stem_channels, arch.stage_channels, arch.stage_blocks)
+    backbone = BackboneWithFPN(
+        body,
+        return_layers={f"layer{i + 1}": k for i, k in enumerate(_FEATURE_KEYS)},
+        in_channels_list=list(arch.stage_channels),
+        out_channels=arch.fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+    anchors = AnchorGenerator(sizes=arch.anchor_sizes, aspect_ratios=(arch.aspect_ratios,) * len(arch.anchor_sizes))
+    roi_pool = MultiScaleRoIAlign(list(_FEATURE_KEYS), output_size=7, sampling_ratio=2,
+                                  canonical_scale=arch.roi_canonical_scale,
+                                  canonical_level=arch.roi_canonical_level)
+    rep = arch.box_representation
+    return FasterRCNN(
+        backbone,
+        num_classes=None,
+        min_size=arch.min_size,
+        max_size=arch.max_size,
+        image_mean=list(arch.image_mean),
+        image_std=list(arch.image_std),
+        size_divisible=arch.size_divisible,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=arch.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=arch.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=arch.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=arch.rpn_post_nms_top_n_test,
+        box_roi_pool=roi_pool,
+        box_head=TwoMLPHead(arch.fpn_channels * 7 * 7, rep),
+        box_predictor=FastRCNNPredictor(rep, num_classes + 1),
+        box_batch_size_per_image=arch.box_batch_size_per_image,
+        box_score_thresh=arch.box_score_thresh,
+        box_detections_per_img=arch.box_detections_per_img,
+    )
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1] (value / 255), the input torchvision expects."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32).div_(255.0)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _weights_help(path: Path) -> str:
+    return (f"re-create it with `{TRAIN_TOOL} --out {path}` (it writes the .pth and its .json), "
+            "or reinstall vcm_eval, whose package ships it")
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read ``path`` (a ``.pth`` state dict) and its ``.json`` sidecar; check the sha256 the sidecar records.
+
+    Raises:
+        WeightsError: naming the file, when either is missing, unreadable, or the checksum differs.
+    """
+    path = Path(path).expanduser()
+    meta_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise WeightsError(f"{path}: embedded model weights not found; {_weights_help(path)}")
+    if not meta_path.is_file():
+        raise WeightsError(f"{meta_path}: the description of {path.name} (classes, architecture) is missing; "
+                           f"{_weights_help(path)}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        expected = meta["sha256"]
+        arch = meta["architecture"]
+        names = meta["class_names"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{meta_path}: unreadable weights description ({exc!r}); {_weights_help(path)}") from exc
+    if not isinstance(names, list) or not isinstance(arch, dict):
+        raise WeightsError(f"{meta_path}: 'class_names' must be a list and 'architecture' a mapping; "
+                           f"{_weights_help(path)}")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise WeightsError(f"{path}: corrupt or replaced weights (sha256 {actual[:16]}..., {meta_path.name} "
+                           f"records {str(expected)[:16]}...); {_weights_help(path)}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a damaged archive
+        raise WeightsError(f"{path}: cannot load the weights ({exc}); {_weights_help(path)}") from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}; {_weights_help(path)}")
+    return state, meta
+
+
+class EmbeddedDetector(SplitModel):
+    """The embedded detector behind the split interface.
+
+    Args:
+        net: the torchvision Faster R-CNN (see :func:`build_network`).
+        class_names: class index -> name (torchvision label ``i + 1``).
+        arch: the architecture ``net`` was built from.
+        weights_sha256: sha256 of the weights file, for :meth:`identity`.
+        device: torch device the network runs on.
+
+    Example::
+
+        >>> model = build_embedded_model()
+        >>> feats = model.encode(rgb)                  # {c2..c5}: (64, H/4..H/32, W/4..W/32) float32
+        >>> dets = model.decode(feats)                 # boxes in rgb's pixel coordinates
+    """
+
+    name = "embedded"
+
+    def __init__(self, net: FasterRCNN, class_names: Sequence[str], arch: EmbeddedArch,
+                 weights_sha256: str, device: str = "cpu", metadata: dict | None = None) -> None:
+        self.net = net.eval().to(device)
+        self.class_names = tuple(class_names)
+        self.arch = arch
+        self.weights_sha256 = weights_sha256
+        self.device = torch.device(device)
+        self.metadata = dict(metadata or {})
+
+    def identity(self) -> dict:
+        return {"name": self.name, "architecture": self.arch.to_json(), "class_names": list(self.class_names),
+                "weights_sha256": self.weights_sha256}
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> SplitFeatures:
+        image = check_image(image)
+        images, _ = self.net.transform([image_to_tensor(image).to(self.device)])
+        body = self.net.backbone.body(images.tensors)
+        inner = self.net.backbone.fpn.inner_blocks
+        layers = {name: inner[i](body[key])[0].cpu().numpy().astype(np.float32, copy=False)
+                  for i, (name, key) in enumerate(zip(self.level_names, _FEATURE_KEYS))}
+        meta = SplitMeta(original_size=(int(image.shape[0]), int(image.shape[1])),
+                         input_size=tuple(int(v) for v in images.image_sizes[0]),
+                         padded_size=tuple(int(v) for v in images.tensors.shape[-2:]))
+        return SplitFeatures(layers=layers, meta=meta)
+
+    def _check_features(self, features: SplitFeatures) -> None:
+        ph, pw = features.meta.padded_size
+        for name, stride in zip(self.level_names, self.level_strides):
+            if name not in features.layers:
+                raise ValueError(f"split features lack level {name}; got {sorted(features.layers)}")
+            shape = np.shape(features.layers[name])
+            want = (self.arch.fpn_channels, -(-ph // stride), -(-pw // stride))
+            if tuple(shape) != want:
+                raise ValueError(f"level {name} has shape {tuple(shape)}, expected {want} for a padded "
+                                 f"input of {ph}x{pw}")
+
+    @torch.inference_mode()
+    def decode(self, features: SplitFeatures) -> Detections:
+        self._check_features(features)
+        fpn = self.net.backbone.fpn
+        c = [torch.from_numpy(np.ascontiguousarray(features.layers[n], dtype=np.float32))[None].to(self.device)
+             for n in self.level_names]
+        # torchvision FeaturePyramidNetwork.forward, from the lateral outputs on.
+        last_inner = c[-1]
+        results = [fpn.layer_blocks[-1](last_inner)]
+        for idx in range(len(c) - 2, -1, -1):
+            inner_lateral = c[idx]
+            top_down = F.interpolate(last_inner, size=inner_lateral.shape[-2:], mode="nearest")
+            last_inner = inner_lateral + top_down
+            results.insert(0, fpn.layer_blocks[idx](last_inner))
+        names = list(_FEATURE_KEYS)
+        results, names = fpn.extra_blocks(results, c, names)
+        feats = OrderedDict(zip(names, results))
+
+        meta = features.meta
+        # The RPN's anchor generator reads only the padded shape, dtype and device of the batch tensor.
+        placeholder = torch.zeros((1, 1, 1, 1), device=self.device).expand(1, 3, *meta.padded_size)
+        image_list = ImageList(placeholder, [tuple(meta.input_size)])
+        proposals, _ = self.net.rpn(image_list, feats)
+        dets, _ = self.net.roi_heads(feats, proposals, image_list.image_sizes)
+        dets = self.net.transform.postprocess(dets, image_list.image_sizes, [tuple(meta.original_size)])
+        return _to_detections(dets[0])
+
+    @torch.inference_mode()
+    def detect_unsplit(self, image: np.ndarray) -> Detections:
+        """torchvision's own ``FasterRCNN.forward`` (no split): the reference that ``detect`` must equal."""
+        image = check_image(image)
+        return _to_detections(self.net([image_to_tensor(image).to(self.device)])[0])
+
+
+def _to_detections(out: dict[str, torch.Tensor]) -> Detections:
+    return Detections(out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(), out["labels"].cpu().numpy() - 1)
+
+
+def build_embedded_model(weights: str | Path | None = None, device: str = "cpu") -> EmbeddedDetector:
+    """The embedded detector with ``weights`` (``None`` = the file shipped in the package).
+
+    Raises:
+        WeightsError: when the weights or their ``.json`` are missing, corrupt, or do not fit the architecture.
+    """
+    path = PACKAGED_WEIGHTS if weights is None else Path(weights).expanduser()
+    state, meta = load_weights(path)
+    try:
+        arch = EmbeddedArch.from_json(meta["architecture"])
+        net = build_network(arch, len(meta["class_names"]))
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: weights do not fit the architecture described in "
+                           f"{path.with_suffix('.json').name} ({exc}); {_weights_help(path)}") from exc
+    return EmbeddedDetector(net, meta["class_names"], arch, meta["sha256"], device=device, metadata=meta)
