@@ -7,8 +7,10 @@ measured val mAP, sha256 of the .pth). The default ``--out`` is the file the pac
 training pictures are ``generate_image(seed, "train", i)`` for i < ``--train-size`` (the same pixels
 as the on-disk train split), visited in a seeded order with seeded flips.
 
-A checkpoint is written every ``--checkpoint-every`` iterations beside ``--out`` (``.ckpt``);
-``--resume`` continues from it with the identical schedule.
+A checkpoint is written every ``--checkpoint-every`` iterations beside ``--out`` (``.ckpt``, removed at
+the end); ``--resume`` continues from it. The learning rate is flat until the last ``--decay``
+iterations, so a run may be resumed with another ``--iterations`` as long as its decay has not begun,
+and is then exactly the run of that length (see ``lr_factor``).
 
 Example::
 
@@ -51,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=PACKAGED_WEIGHTS, help="weights file to write (.pth; .json beside)")
     p.add_argument("--dataset-seed", type=int, default=0, help="synthetic set seed (train and val splits)")
     p.add_argument("--seed", type=int, default=0, help="torch seed: initialisation, picture order, flips")
-    p.add_argument("--iterations", type=int, default=1800)
+    p.add_argument("--iterations", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--train-size", type=int, default=8000, help="distinct training pictures (train split size)")
     p.add_argument("--lr", type=float, default=1.5e-3, help="AdamW peak learning rate")

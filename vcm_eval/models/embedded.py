@@ -8,14 +8,15 @@ Architecture (all sizes in :class:`EmbeddedArch`, stored with the weights in ``e
   scratch) whose four stages have strides 4, 8, 16, 32;
 * torchvision's ``FeaturePyramidNetwork`` with 64 channels and the ``LastLevelMaxPool`` extra level.
   Its ``inner_blocks`` (the 1x1 lateral convolutions) produce the C-layers ``c2..c5``;
-* RPN with two anchor sizes per level, and ROI heads (``MultiScaleRoIAlign`` 7x7 with canonical scale
-  112, so that boxes of about 28/56/112/224 px pool from P2/P3/P4/P5: every level carries ROI features
-  on 320 px pictures; a two-layer MLP head).
+* RPN with two anchor sizes per level (11 px on P2 to 256 px on P6), and ROI heads
+  (``MultiScaleRoIAlign`` 7x7 with canonical scale 112, so that boxes under 56 px pool from P2,
+  56-112 px from P3, 112-224 px from P4 and larger ones from P5: on 320 px pictures every level carries
+  ROI features, where torchvision's default of 224 would leave P5 unused; a two-layer MLP head).
 
 Why 64 FPN channels and 320 px: the C-layers are coded as one monochrome picture per level, 64 channels
 packing into an 8x8 grid. A 320x480 input gives pictures of 640x960 (c2), 320x480, 160x240 and 80x120
 samples, about 0.8 Mpixel per image per QP in total, so an x265 sweep over every level of 100 images at
-5 QPs stays within minutes on two cores (256 channels at 800 px would be ~25x more).
+5 QPs stays within minutes on two cores (256 channels at 800 px would be ~20x more).
 
 The split (:class:`EmbeddedDetector`) follows ``vcm_eval.models.base``: ``encode`` stops after the
 lateral convolutions; ``decode`` repeats torchvision's FPN top-down pathway operation for operation,
