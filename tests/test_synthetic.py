@@ -183,3 +183,19 @@ def test_hydra_configs_build_the_datasets(tmp_path, monkeypatch):
                             "dataset": OmegaConf.load(conf / "coco.yaml")})
     with pytest.raises(Exception, match="instances_val2017.json"):
         instantiate(cfg.dataset, _convert_="all")
+
+
+def test_make_synthetic_dataset_tool(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_synthetic_dataset.py"
+    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(tmp_path), "--splits", "val", "train", "--val-size", "3", "--train-size", "2"]) == 0
+    val = json.loads((tmp_path / "val" / "annotations.json").read_text())
+    train = json.loads((tmp_path / "train" / "annotations.json").read_text())
+    assert len(val["images"]) == 3 and len(train["images"]) == 2
+    assert all((tmp_path / "val" / im["file_name"]).is_file() for im in val["images"])
+    assert tool.main([str(tmp_path), "--splits", "val", "--val-size", "3"]) == 0
+    assert "kept existing" in capsys.readouterr().out
