@@ -34,8 +34,6 @@ def overrides(root: Path, data_root: Path, *extra: str) -> list[str]:
            "progress=false", "dataset.size=4", "ctc.num_images=3", "ctc.qps.features=[30,40]",
            "bd.min_points=2", "tracking=none", "proposal=compensation", "codec._target_=fakes.NoiseCodec",
            "+codec.amplitude=6", "~codec.preset", "~codec.extra_params"]
-    if os.environ.get("VCM_TMP_WEIGHTS"):  # TEMP
-        out.append(f"model.weights={os.environ['VCM_TMP_WEIGHTS']}")
     return out + list(extra)
 
 

@@ -38,8 +38,6 @@ def base_overrides(root: Path, data_root: Path, *, tracking: bool = False) -> li
     overrides = [f"paths.output_root={root}", f"paths.store={root}/store", f"paths.data_root={data_root}",
                  "executor=local", "progress=false", "dataset.size=6", "ctc.num_images=3",
                  "ctc.qps.features=[32,42]", "ctc.qps.image=[27,42]", "bd.min_points=2", "anchor=[c_layer]"]
-    if os.environ.get("VCM_TMP_WEIGHTS"):  # TEMP
-        overrides.append(f"model.weights={os.environ['VCM_TMP_WEIGHTS']}")
     if tracking:
         return overrides + [f"tracking.tracking_uri=sqlite:///{root}/mlflow.db",
                             f"tracking.artifact_location=file://{root}/mlartifacts"]
