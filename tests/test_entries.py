@@ -90,8 +90,8 @@ def test_compensation_identity_each_level_carries_only_its_own_error(coder_for):
     for level in ("c5", "c4", "c3"):
         np.testing.assert_allclose(decoded_p[level] - reference[level], -errors_p[level], atol=2e-4)
     # c2 is not compensated: it carries its own error and C3's.
-    np.testing.assert_allclose(decoded_p["c2"] - reference["c2"],
-                               -(errors_p["c2"] + upsample_nearest(errors_p["c3"], errors_p["c2"].shape[1:])), atol=2e-4)
+    carried = errors_p["c2"] + upsample_nearest(errors_p["c3"], errors_p["c2"].shape[1:])
+    np.testing.assert_allclose(decoded_p["c2"] - reference["c2"], -carried, atol=2e-4)
 
     coded_a = anchor.encode(feats, 40, coder, label="t")
     errors_a = _level_errors(anchor, coded_a, feats, coder)
