@@ -73,8 +73,12 @@ class Runtime:
 
     @property
     def model(self) -> SplitModel:
-        _pin_threads(self.model_threads)
         return build_model(canonical_json(self.model_cfg))
+
+    def task_model(self) -> SplitModel:
+        """The model, with this process's torch threads pinned to ``model_threads`` (tasks use this)."""
+        _pin_threads(self.model_threads)
+        return self.model
 
     def model_identity(self) -> dict:
         """The model's identity plus the thread count its numbers depend on (part of every cache key)."""
@@ -142,7 +146,7 @@ def load_features(store: Store, key: str) -> tuple[SplitFeatures, float]:
 def extract_task(rt: Runtime, image: ImageRef, clayers_key: str, detections_key: str) -> dict:
     """C-layers of one image (model encoder side) and the detections on them uncoded."""
     start = time.time()
-    store, model = rt.store, rt.model
+    store, model = rt.store, rt.task_model()
     if not store.exists("clayers", clayers_key, ".npz"):
         picture = read_image(image.path)
         t0 = time.perf_counter()
@@ -187,7 +191,7 @@ def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, en
         reconstruction = entry.decode(coded, rt.coder, label=f"image {image_id} [{entry.name}] QP {coded.rate_point}")
         decode_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        detections = rt.model.decode(reconstruction)
+        detections = rt.task_model().decode(reconstruction)
         nn_part_2_s = time.perf_counter() - t0
         original, _ = load_features(store, clayers_key)
         store.write_json("detections", detections_key, {
@@ -207,7 +211,7 @@ def image_task(rt: Runtime, image: ImageRef, entry: ImageCodingMethod, qp: int, 
         picture = read_image(image.path)
         decoded, record = entry.code(picture, qp, rt.coder, label=f"image {image.image_id} [{entry.name}]")
         t0 = time.perf_counter()
-        detections = rt.model.detect(decoded)
+        detections = rt.task_model().detect(decoded)
         store.write_json("detections", detections_key, {
             "image_id": image.image_id, "entry": entry.name, "qp": qp, "detections": detections.to_dict(),
             "nn_part_2_s": time.perf_counter() - t0, "coding": record,
@@ -391,10 +395,19 @@ class Sweep:
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> SweepResults:
-        """Run every unfinished task, then load all results. Raises :class:`SweepError` if any failed."""
-        nodes = self.plan()
-        timings = self._execute(nodes)
-        return self.collect(timings)
+        """Run every unfinished task, then load all results. Raises :class:`SweepError` if any failed.
+
+        Tasks run in this process (``executor=local``) pin torch's thread count; it is restored after.
+        """
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            nodes = self.plan()
+            timings = self._execute(nodes)
+            return self.collect(timings)
+        finally:
+            torch.set_num_threads(threads)
 
     def _execute(self, nodes: list[Node]) -> dict[str, dict]:
         by_key = {n.key: n for n in nodes}
