@@ -16,7 +16,7 @@ import numpy as np
 
 from vcm_eval.codecs.base import FrameSpec
 from vcm_eval.codecs.cache import CachedCodec
-from vcm_eval.codecs.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from vcm_eval.codecs.colour import CONVERSION, rgb_to_ycbcr, ycbcr_to_rgb
 from vcm_eval.evaluation.bitrate import psnr_db
 from vcm_eval.methods import ImageCodingMethod
 
@@ -38,6 +38,9 @@ class ImageAnchor(ImageCodingMethod):
         if chroma_format not in ("420", "444"):
             raise ValueError(f"{name}: chroma_format must be '420' or '444', got {chroma_format!r}")
         self.chroma_format = chroma_format
+
+    def identity(self) -> dict:
+        return {**super().identity(), "conversion": CONVERSION}
 
     def code(self, image: np.ndarray, rate_point: int, coder: CachedCodec, *,
              label: str = "") -> tuple[np.ndarray, dict]:
