@@ -410,86 +410,94 @@ class Sweep:
             torch.set_num_threads(threads)
 
     def _execute(self, nodes: list[Node]) -> dict[str, dict]:
-        by_key = {n.key: n for n in nodes}
+        """Run the nodes whose outputs are not stored yet, each as soon as its dependencies are done.
+
+        Bookkeeping is per event (a finished task looks at its own dependents only), so the driver's
+        work grows linearly with the sweep. Returns this invocation's task timings by node key.
+        """
         done = {n.key for n in nodes if all(self.store.exists(*o) for o in n.outputs)}
         todo = [n for n in nodes if n.key not in done]
-        failed: dict[str, str] = {}
-        failures: list[tuple[str, str]] = []
         timings: dict[str, dict] = {}
         if not todo:
             log.info("all %d tasks are already in the store %s", len(nodes), self.store.url)
             return timings
         log.info("%d of %d tasks to run (%d found in the store) on %s", len(todo), len(nodes), len(done),
                  self.executor.describe())
+        dependents: dict[str, list[Node]] = {}
+        unmet: dict[str, int] = {}
+        for node in todo:
+            unmet[node.key] = sum(d not in done for d in node.deps)
+            for dep in node.deps:
+                dependents.setdefault(dep, []).append(node)
         bar = _progress(len(todo), self.progress)
         in_flight: dict[Any, tuple[Node, float]] = {}
-        waiting = list(todo)
+        held: list[Node] = []  # ready, but not submitted after a failure under fail_fast
+        failures: list[tuple[str, str]] = []
+        skipped = 0
         restarts = 0
 
-        def submit_ready() -> None:
-            nonlocal waiting
-            still = []
-            for node in waiting:
-                if any(d in failed for d in node.deps):
-                    failed[node.key] = "skipped"
-                    bar.update(1)
-                    continue
-                if self.fail_fast and failures:
-                    still.append(node)
-                    continue
-                if all(d in done for d in node.deps):
-                    in_flight[self.executor.submit(node.fn, *node.args)] = (node, time.time())
-                else:
-                    still.append(node)
-            waiting = still
+        def submit(node: Node) -> None:
+            if self.fail_fast and failures:
+                held.append(node)
+            else:
+                in_flight[self.executor.submit(node.fn, *node.args)] = (node, time.time())
+
+        def skip_dependents(key: str) -> int:
+            count = 0
+            for node in dependents.get(key, []):
+                count += 1 + skip_dependents(node.key)
+            return count
 
         try:
-            submit_ready()
+            for node in todo:
+                if unmet[node.key] == 0:
+                    submit(node)
             while in_flight:
-                finished, _ = self.executor.wait(list(in_flight))
-                lost_worker = False
-                for future in finished:
-                    node, submitted = in_flight.pop(future)
-                    try:
-                        timing = self.executor.result(future)
-                    except Exception as exc:  # noqa: BLE001 - every task failure is reported, none is fatal here
-                        if getattr(self.executor, "is_worker_loss", lambda e: False)(exc):
-                            lost_worker = True
-                            waiting.append(node)
-                            continue
-                        failed[node.key] = str(exc)
-                        failures.append((node.describe, f"{type(exc).__name__}: {exc}"))
-                        log.error("%s failed: %s", node.describe, exc)
-                        bar.update(1)
-                        bar.set_postfix(failed=len(failures))
+                future = self.executor.next_done()
+                if future not in in_flight:  # a stale future of a pool that was restarted
+                    continue
+                node, submitted = in_flight.pop(future)
+                try:
+                    timing = self.executor.result(future)
+                except Exception as exc:  # noqa: BLE001 - every task failure is reported, none is fatal here
+                    if self.executor.is_worker_loss(exc):
+                        restarts += 1
+                        if restarts > self.max_worker_restarts:
+                            raise RuntimeError(f"worker processes died {restarts} times; giving up. Finished tasks "
+                                               "are in the store; run again to resume.") from exc
+                        pending = [node] + [n for n, _ in in_flight.values()]
+                        log.warning("a worker process died; restarting the workers and resubmitting %d unfinished "
+                                    "tasks", len(pending))
+                        in_flight.clear()
+                        self.executor.restart()
+                        for again in pending:
+                            submit(again)
                         continue
-                    done.add(node.key)
-                    timings[node.key] = {"queue_s": max(0.0, timing["start"] - submitted),
-                                         "run_s": timing["end"] - timing["start"], "worker": timing["worker"]}
-                    bar.update(1)
-                if lost_worker:
-                    restarts += 1
-                    if restarts > self.max_worker_restarts:
-                        raise RuntimeError(f"worker processes died {restarts} times; giving up (see the log above). "
-                                           "Finished tasks are in the store; run again to resume.")
-                    log.warning("a worker process died; restarting the pool and resubmitting %d unfinished tasks",
-                                len(in_flight) + 1)
-                    waiting.extend(node for node, _ in in_flight.values())
-                    in_flight.clear()
-                    self.executor.restart()
-                submit_ready()
+                    failures.append((node.describe, f"{type(exc).__name__}: {exc}"))
+                    log.error("%s failed: %s", node.describe, exc)
+                    lost = skip_dependents(node.key)
+                    skipped += lost
+                    bar.update(1 + lost)
+                    bar.set_postfix(failed=len(failures))
+                    continue
+                done.add(node.key)
+                timings[node.key] = {"queue_s": max(0.0, timing["start"] - submitted),
+                                     "run_s": timing["end"] - timing["start"], "worker": timing["worker"]}
+                bar.update(1)
+                for dependent in dependents.get(node.key, []):
+                    unmet[dependent.key] -= 1
+                    if unmet[dependent.key] == 0:
+                        submit(dependent)
         except KeyboardInterrupt:
             bar.close()
-            finished_now = len(done) - (len(nodes) - len(todo))
             log.error("interrupted: %d tasks of this run finished and are kept in %s; run the same command again "
-                      "to resume", finished_now, self.store.url)
+                      "to resume", len(timings), self.store.url)
             raise
         bar.close()
-        not_run = [by_key[n.key] for n in waiting]
         if failures:
-            skipped = sum(1 for why in failed.values() if why == "skipped") + len(not_run)
-            if skipped:
-                failures.append(("dependent tasks", f"{skipped} task(s) not run because of the failures above"))
+            not_run = skipped + len(held) + sum(len(dependents.get(n.key, [])) for n in held)
+            if not_run:
+                failures.append(("dependent tasks", f"{not_run} task(s) not run because of the failures above"))
             raise SweepError(failures, self.store.url)
         return timings
 

@@ -1,9 +1,10 @@
 """Executors run the sweep's tasks: in this process, in a local process pool, or on a Dask cluster.
 
 They share one small contract so that the sweep's scheduling logic (:mod:`vcm_eval.pipeline`) is
-written once: ``submit`` a picklable function with picklable arguments, ``wait`` for any of the
-submitted futures to finish. Tasks are idempotent (their outputs are content-addressed files), so an
-executor may run a task again after a worker died without changing any result.
+written once: ``submit`` a picklable function with picklable arguments, then take finished futures
+one at a time with ``next_done`` (constant work per finished task, so sweeps of many thousands of
+tasks do not slow the driver down). Tasks are idempotent (their outputs are content-addressed
+files), so an executor may run a task again after a worker died without changing any result.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import abc
 import concurrent.futures as cf
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 
 class Executor(abc.ABC):
-    """Contract: ``submit(fn, *args)`` returns a future; ``wait(futures)`` blocks until at least one
-    of them is done and returns ``(done, not_done)``; ``result(future)`` returns its value or raises
-    the task's exception. ``close()`` releases workers. ``workers`` is the number of tasks that can
-    run at once (used for progress and benchmarks).
+    """Contract: ``submit(fn, *args)`` returns a future; ``next_done()`` blocks until one submitted
+    future not yet returned by it has finished, and returns it; ``result(future)`` returns its value or
+    raises the task's exception. ``close()`` releases workers. ``workers`` is the number of tasks that
+    can run at once (used for progress and benchmarks).
     """
 
     name: str = "executor"
@@ -29,7 +30,7 @@ class Executor(abc.ABC):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
     @abc.abstractmethod
-    def wait(self, futures: Iterable[Any]) -> tuple[set, set]: ...
+    def next_done(self) -> Any: ...
 
     def result(self, future: Any) -> Any:
         return future.result()
@@ -55,9 +56,9 @@ class Executor(abc.ABC):
 
 
 class LocalExecutor(Executor):
-    """Runs each task in this process, one at a time, in submission order, when it is waited for.
+    """Runs each task in this process, one at a time, in submission order, when ``next_done`` asks.
 
-    Deferring the call to ``wait`` (rather than running inside ``submit``) gives the same control
+    Deferring the call to ``next_done`` (rather than running inside ``submit``) gives the same control
     flow as the parallel executors: a failing task surfaces as a failed future, never from ``submit``.
     """
 
@@ -72,18 +73,15 @@ class LocalExecutor(Executor):
         self._queue.append((future, fn, args))
         return future
 
-    def wait(self, futures: Iterable[Any]) -> tuple[set, set]:
-        futures = set(futures)
-        done = {f for f in futures if f.done()}
-        while not done and self._queue:
-            future, fn, args = self._queue.popleft()
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    future.set_exception(exc)
-            if future in futures:
-                done.add(future)
-        return done, futures - done
+    def next_done(self) -> cf.Future:
+        if not self._queue:
+            raise RuntimeError("next_done() with no task submitted")
+        future, fn, args = self._queue.popleft()
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller via the future
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                future.set_exception(exc)
+        return future

@@ -10,7 +10,7 @@ MLflow and the spreadsheets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from vcm_eval.executors.base import Executor
@@ -31,15 +31,24 @@ def _require_distributed() -> Any:
     return distributed
 
 
-class _ThreadLimit(WorkerPlugin):
-    """Worker plugin: one intra-op torch thread per worker thread, like the process pool."""
+class _WorkerSetup(WorkerPlugin):
+    """Worker plugin: one intra-op torch thread per worker thread, like the process pool, and glibc's
+    default allocation strategy back.
 
-    name = "vcm-eval-thread-limit"
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting that variable switches
+    off glibc's dynamic mmap threshold, so every large tensor is mmap-ed and unmapped again, and the
+    model ran 1.6-1.8x slower in a Dask worker than in a pool worker (measured). ``mallopt`` raises
+    the mmap and trim thresholds again, on any node the worker runs on.
+    """
+
+    name = "vcm-eval-worker-setup"
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
 
     def setup(self, worker: Any) -> None:
+        import ctypes
+        import ctypes.util
         import os
 
         os.environ["OMP_NUM_THREADS"] = str(self.threads)
@@ -49,6 +58,15 @@ class _ThreadLimit(WorkerPlugin):
             torch.set_num_threads(self.threads)
         except ImportError:
             pass
+        libc_name = ctypes.util.find_library("c")
+        if libc_name and "MALLOC_TRIM_THRESHOLD_" in os.environ:
+            try:
+                libc = ctypes.CDLL(libc_name)
+                m_trim_threshold, m_mmap_threshold = -1, -3
+                libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+                libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
+            except (OSError, AttributeError):  # not glibc: nothing to undo
+                pass
 
 
 class DaskExecutor(Executor):
@@ -90,7 +108,8 @@ class DaskExecutor(Executor):
             self._cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
                                                      processes=True, dashboard_address=dashboard_address)
             self.client = distributed.Client(self._cluster)
-        self.client.register_plugin(_ThreadLimit(1))
+        self.client.register_plugin(_WorkerSetup(1))
+        self._completed = distributed.as_completed()
         self.dashboard = self.client.dashboard_link
         self.workers = max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()))
         log.info("Dask dashboard: %s (%d worker threads)", self.dashboard, self.workers)
@@ -99,12 +118,12 @@ class DaskExecutor(Executor):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         # pure=False: the same task submitted again (after a driver restart) must run, not be deduplicated
         # against a stale future; the store makes the repeat cheap.
-        return self.client.submit(fn, *args, pure=False)
+        future = self.client.submit(fn, *args, pure=False)
+        self._completed.add(future)
+        return future
 
-    def wait(self, futures: Iterable[Any]) -> tuple[set, set]:
-        distributed = _require_distributed()
-        done, not_done = distributed.wait(list(futures), return_when="FIRST_COMPLETED")
-        return set(done), set(not_done)
+    def next_done(self) -> Any:
+        return next(self._completed)
 
     def result(self, future: Any) -> Any:
         return future.result()

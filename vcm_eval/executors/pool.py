@@ -11,7 +11,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
+import queue
+from collections.abc import Callable
 from typing import Any
 
 from vcm_eval.executors.base import Executor
@@ -41,6 +42,7 @@ class PoolExecutor(Executor):
         self.workers = int(workers) if workers else (os.cpu_count() or 1)
         self.threads_per_worker = threads_per_worker
         self._pool = self._new_pool()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
@@ -51,20 +53,22 @@ class PoolExecutor(Executor):
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        return self._pool.submit(fn, *args)
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(self._done.put)
+        return future
 
-    def wait(self, futures: Iterable[Any]) -> tuple[set, set]:
-        done, not_done = cf.wait(set(futures), return_when=cf.FIRST_COMPLETED)
-        return set(done), set(not_done)
+    def next_done(self) -> cf.Future:
+        return self._done.get()
 
     def is_worker_loss(self, exc: BaseException) -> bool:
         """True when ``exc`` means a worker died rather than that the task failed."""
         return isinstance(exc, cf.process.BrokenProcessPool)
 
     def restart(self) -> None:
-        """Replace a broken pool with a fresh one."""
+        """Replace a broken pool with a fresh one; futures of the old pool are forgotten."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
+        self._done = queue.SimpleQueue()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
