@@ -96,7 +96,9 @@ def test_main_job_writes_every_result_file_and_an_mlflow_run(tmp_path, data_root
     history = client.get_metric_history(children[0].info.run_id, "bpp")
     assert sorted(m.step for m in history) == [32, 42] and all(math.isfinite(m.value) for m in history)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"summary.csv", "per_image.csv", "rd_curve.png", "report_meta.json"} <= artifacts
+    assert {"summary.csv", "per_image.csv", "rd_curve.png", "report_meta.json", "ctc"} <= artifacts
+    ctc = {a.path for a in client.list_artifacts(parent.info.run_id, "ctc")}
+    assert ctc == {"ctc/c_layer", "ctc/image", "ctc/compensation"}
 
     # the report files rebuild identically from the run folder and from the MLflow run, computing nothing
     run_dir = tmp_path / "run"

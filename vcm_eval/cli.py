@@ -156,11 +156,9 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
                 "ctc": str(cfg.ctc.name), "weights_sha256": str(model.identity().get("weights_sha256", "")),
                 "codec_version": str(sweep.runtime.coder.identity().get("version", ""))}
         run_name = "+".join(meta.entries) + f"@{cfg.ctc.name}"
-        hydra_dir = out_dir / ".hydra"
-        artifacts = list(files.values()) + ([hydra_dir] if hydra_dir.exists() else [])
         run_id = log_run(tracking_uri=str(cfg.tracking.tracking_uri), experiment=str(cfg.tracking.experiment),
                          run_name=run_name, params=config_flat, tags=tags, summary=summary, bd=bd,
-                         metric_columns=metric_columns, artifacts=artifacts,
+                         metric_columns=metric_columns, artifact_dir=out_dir,
                          artifact_location=cfg.tracking.get("artifact_location"))
     outcome = RunOutcome(out_dir, summary, bd, per_image, files, run_id)
     print_report(outcome, metric, cfg)

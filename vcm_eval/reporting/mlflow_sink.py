@@ -27,8 +27,8 @@ def _finite(value: object) -> bool:
 
 def log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, str],
             tags: Mapping[str, str], summary: pd.DataFrame, bd: pd.DataFrame, metric_columns: list[str],
-            artifacts: list[Path], artifact_location: str | None = None) -> str:
-    """Log one run; returns its run id."""
+            artifact_dir: Path, artifact_location: str | None = None) -> str:
+    """Log one run, with every file of ``artifact_dir`` (the run folder) as artifacts; returns its run id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -65,9 +65,5 @@ def log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mappin
                               **{c: row[c] for c in row.index if c.startswith(("bits_", "psnr_", "topdown_psnr_"))},
                               **{c: row[c] for c in ("encode_s", "decode_s", "nn_part_1_s", "nn_part_2_s")}}
                     mlflow.log_metrics({k: float(v) for k, v in values.items() if _finite(v)}, step=step)
-        for artifact in artifacts:
-            if artifact.is_dir():
-                mlflow.log_artifacts(str(artifact), artifact_path=artifact.name)
-            elif artifact.exists():
-                mlflow.log_artifact(str(artifact))
+        mlflow.log_artifacts(str(artifact_dir))
         return parent.info.run_id
