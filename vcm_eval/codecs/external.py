@@ -24,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -352,6 +353,22 @@ class ExternalCodec(VideoCodec):
             self._banner(path, self.decoder_banner, self.decoder_probe_args, "decoder")
         return path
 
+    def _run_checked(self, args: list[str], tmp: Path, log_path: Path, fail: Callable[[str], CodecError],
+                     role: str, *, exit_hint: str = "") -> float:
+        """Run an encoder/decoder command; any way it can fail becomes ``fail(reason)``. Returns wall seconds."""
+        try:
+            returncode, elapsed = run_logged(args, cwd=tmp, log_path=log_path, timeout_s=self.timeout_s)
+        except _Timeout:
+            raise fail(f"no result after {self.timeout_s:g} s (timeout_s); the {role} and its child "
+                       "processes were killed") from None
+        except OSError as exc:
+            raise fail(f"the {role} could not be started ({exc})") from exc
+        if returncode < 0:
+            raise fail(f"the {role} was killed by signal {_signal_name(-returncode)} (crashed)")
+        if returncode != 0:
+            raise fail(f"the {role} exited with status {returncode}{exit_hint}")
+        return elapsed
+
     # ------------------------------------------------------------------ identity
 
     def identity(self) -> dict[str, Any]:
@@ -409,17 +426,7 @@ class ExternalCodec(VideoCodec):
                     f"  command: {shlex.join(args)}\n  encoder log: {kept}"
                     + (f"\n  last lines of the log:\n{tail}" if tail else ""))
 
-            try:
-                returncode, elapsed = run_logged(args, cwd=tmp, log_path=log_path, timeout_s=self.timeout_s)
-            except _Timeout:
-                raise fail(f"no result after {self.timeout_s:g} s (timeout_s); the encoder and its child "
-                           "processes were killed") from None
-            except OSError as exc:
-                raise fail(f"the encoder could not be started ({exc})") from exc
-            if returncode < 0:
-                raise fail(f"the encoder was killed by signal {_signal_name(-returncode)} (crashed)")
-            if returncode != 0:
-                raise fail(f"the encoder exited with status {returncode}")
+            elapsed = self._run_checked(args, tmp, log_path, fail, "encoder")
             bitstream_path = Path(job.bitstream_path)
             if not bitstream_path.is_file():
                 raise fail("the encoder exited normally but wrote no bitstream file")
@@ -504,16 +511,8 @@ class ExternalCodec(VideoCodec):
                 return CodecError(f"{self.name}: decoding {label or 'picture'} (expected {spec!r}) failed: {reason}\n"
                                   f"  command: {shlex.join(args)}" + (f"\n  decoder log:\n{tail}" if tail else ""))
 
-            try:
-                returncode, _ = run_logged(args, cwd=tmp, log_path=log_path, timeout_s=self.timeout_s)
-            except _Timeout:
-                raise fail(f"no result after {self.timeout_s:g} s (timeout_s); the decoder was killed") from None
-            except OSError as exc:
-                raise fail(f"the decoder could not be started ({exc})") from exc
-            if returncode < 0:
-                raise fail(f"the decoder was killed by signal {_signal_name(-returncode)}")
-            if returncode != 0:
-                raise fail(f"the decoder exited with status {returncode} (truncated or corrupt bitstream?)")
+            self._run_checked(args, tmp, log_path, fail, "decoder",
+                              exit_hint=" (truncated or corrupt bitstream?)")
             if not out_path.is_file():
                 raise fail("the decoder wrote no picture")
             data = out_path.read_bytes()
