@@ -97,11 +97,12 @@ def _git_sha() -> str:
 def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     """One sweep of the configured CTC, then every result file; returns what was produced."""
     started = time.perf_counter()
+    started_ms = int(time.time() * 1000)  # wall clock, for the MLflow run's start
     out_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.paths.store)
-    dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
-    codec.check_available()
+    codec.check_available()  # before the data set, which may generate pictures: a missing codec stops at once
+    dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
     entries = build_entries(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     sweep_started = time.perf_counter()
@@ -133,6 +134,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
         "wall_s": time.perf_counter() - started,
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    finished_ms = started_ms + int(round(provenance["wall_s"] * 1000))
     config_flat = flatten(resolved)
     config_flat.update({f"provenance.{k}": json.dumps(v) if isinstance(v, (dict, list)) else str(v)
                         for k, v in provenance.items()})
@@ -159,7 +161,8 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
         run_id = log_run(tracking_uri=str(cfg.tracking.tracking_uri), experiment=str(cfg.tracking.experiment),
                          run_name=run_name, params=config_flat, tags=tags, summary=summary, bd=bd,
                          metric_columns=metric_columns, artifact_dir=out_dir,
-                         artifact_location=cfg.tracking.get("artifact_location"))
+                         artifact_location=cfg.tracking.get("artifact_location"),
+                         start_time_ms=started_ms, end_time_ms=finished_ms)
     outcome = RunOutcome(out_dir, summary, bd, per_image, files, run_id)
     print_report(outcome, metric, cfg)
     warning = sweep.runtime.coder.identity().get("version_warning")
@@ -199,13 +202,27 @@ def print_report(outcome: RunOutcome, metric: str, cfg: DictConfig) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _log_to_files_only(level: int, msg: str, *args: object) -> None:
+    """Log through ``vcm_eval``'s logger to the file handlers alone (Hydra's ``<job>.log`` in the run folder),
+    not to the console handler: the console gets the message once, from :func:`main`'s own print."""
+    if not log.isEnabledFor(level):
+        return
+    record = log.makeRecord(log.name, level, __file__, 0, msg, args, None)
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        logger = logger.parent if logger.propagate else None
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, out_dir)
     except USER_ERRORS as exc:
-        log.error("%s", exc)
+        _log_to_files_only(logging.ERROR, "%s", exc)
         print(f"\nvcm_eval: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     except KeyboardInterrupt:

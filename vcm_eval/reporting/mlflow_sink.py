@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,45 +26,96 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
+def _run_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """``tags`` plus the ones ``mlflow.start_run`` adds by itself (user, source, git commit), which
+    ``MlflowClient.create_run`` does not."""
+    try:
+        from mlflow.tracking.context import registry
+    except ImportError:  # pragma: no cover - an MLflow without the context registry
+        return dict(tags)
+    return dict(registry.resolve_tags(dict(tags)))
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
 def log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, str],
             tags: Mapping[str, str], summary: pd.DataFrame, bd: pd.DataFrame, metric_columns: list[str],
-            artifact_dir: Path, artifact_location: str | None = None) -> str:
-    """Log one run, with every file of ``artifact_dir`` (the run folder) as artifacts; returns its run id."""
+            artifact_dir: Path, artifact_location: str | None = None, start_time_ms: int | None = None,
+            end_time_ms: int | None = None) -> str:
+    """Log one run, with every file of ``artifact_dir`` (the run folder) as artifacts; returns its run id.
+
+    ``start_time_ms`` and ``end_time_ms`` (wall clock, milliseconds since the epoch) are the span of the
+    sweep, given to the parent run and every nested run, so MLflow shows how long the sweep took rather
+    than how long logging took; each defaults to the time of logging.
+    """
     import mlflow
+    from mlflow.entities import Metric, Param, RunStatus
 
     mlflow.set_tracking_uri(tracking_uri)
-    exp = mlflow.get_experiment_by_name(experiment)
+    client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
     if exp is None:
         try:
-            mlflow.create_experiment(experiment, artifact_location=artifact_location)
+            client.create_experiment(experiment, artifact_location=artifact_location)
         except Exception:  # noqa: BLE001 - another driver created it in between; use theirs
             pass
-        exp = mlflow.get_experiment_by_name(experiment)
-    with mlflow.start_run(experiment_id=exp.experiment_id, run_name=run_name, tags=dict(tags)) as parent:
+        exp = client.get_experiment_by_name(experiment)
+    now_ms = int(time.time() * 1000)
+    start_ms = int(start_time_ms) if start_time_ms is not None else now_ms
+    end_ms = int(end_time_ms) if end_time_ms is not None else max(now_ms, start_ms)
+    base_tags = _run_tags(tags)
+
+    def metric(key: str, value: float, step: int = 0) -> Metric:
+        return Metric(key=key, value=float(value), timestamp=end_ms, step=step)
+
+    parent = client.create_run(exp.experiment_id, start_time=start_ms, tags=base_tags, run_name=run_name)
+    run_ids = [parent.info.run_id]
+    try:
         clean = {k[:250]: (v if len(v) <= _MAX_PARAM_LEN else v[: _MAX_PARAM_LEN - 3] + "...")
                  for k, v in params.items()}
-        keys = sorted(clean)
-        for i in range(0, len(keys), 90):  # MLflow takes at most 100 params per batch
-            mlflow.log_params({k: clean[k] for k in keys[i:i + 90]})
+        for keys in _batches(sorted(clean), 90):  # MLflow takes at most 100 params per batch
+            client.log_batch(parent.info.run_id, params=[Param(k, clean[k]) for k in keys])
+        metrics = []
         reference = summary[summary["qp"].isna()]
         for column in metric_columns:
             if len(reference) and _finite(reference[column].iloc[0]):
-                mlflow.log_metric(f"uncompressed_{column}", float(reference[column].iloc[0]))
+                metrics.append(metric(f"uncompressed_{column}", reference[column].iloc[0]))
         for _, row in bd.iterrows():
             for column in ("bd_rate_pchip", "bd_rate_cubic", "bd_map_pchip", "bd_map_cubic"):
                 if _finite(row[column]):
-                    mlflow.log_metric(f"{column}.{row['test']}.vs.{row['anchor']}", float(row[column]))
+                    metrics.append(metric(f"{column}.{row['test']}.vs.{row['anchor']}", row[column]))
+        for chunk in _batches(metrics, 900):  # at most 1000 metrics per batch
+            client.log_batch(parent.info.run_id, metrics=chunk)
         coded = summary[summary["qp"].notna()]
         for entry, rows in coded.groupby("entry", sort=False):
-            with mlflow.start_run(experiment_id=exp.experiment_id, run_name=str(entry), nested=True,
-                                  tags={**tags, "entry": str(entry), "role": str(rows["role"].iloc[0])}):
-                mlflow.log_param("qps", ",".join(str(int(q)) for q in sorted(rows["qp"])))
-                for _, row in rows.iterrows():
-                    step = int(row["qp"])
-                    values = {"bpp": row["avg_bpp"], "num_bits": row["num_bits"],
-                              **{c: row[c] for c in metric_columns},
-                              **{c: row[c] for c in row.index if c.startswith(("bits_", "psnr_", "topdown_psnr_"))},
-                              **{c: row[c] for c in ("encode_s", "decode_s", "nn_part_1_s", "nn_part_2_s")}}
-                    mlflow.log_metrics({k: float(v) for k, v in values.items() if _finite(v)}, step=step)
-        mlflow.log_artifacts(str(artifact_dir))
-        return parent.info.run_id
+            child_tags = {**base_tags, "entry": str(entry), "role": str(rows["role"].iloc[0]),
+                          "mlflow.parentRunId": parent.info.run_id}
+            child = client.create_run(exp.experiment_id, start_time=start_ms, tags=child_tags, run_name=str(entry))
+            run_ids.append(child.info.run_id)
+            client.log_batch(child.info.run_id,
+                             params=[Param("qps", ",".join(str(int(q)) for q in sorted(rows["qp"])))])
+            metrics = []
+            for _, row in rows.iterrows():
+                step = int(row["qp"])
+                values = {"bpp": row["avg_bpp"], "num_bits": row["num_bits"],
+                          **{c: row[c] for c in metric_columns},
+                          **{c: row[c] for c in row.index if c.startswith(("bits_", "psnr_", "topdown_psnr_"))},
+                          **{c: row[c] for c in ("encode_s", "decode_s", "nn_part_1_s", "nn_part_2_s")}}
+                metrics += [metric(k, v, step) for k, v in values.items() if _finite(v)]
+            for chunk in _batches(metrics, 900):
+                client.log_batch(child.info.run_id, metrics=chunk)
+            client.set_terminated(child.info.run_id, status=RunStatus.to_string(RunStatus.FINISHED), end_time=end_ms)
+            run_ids.pop()
+        client.log_artifacts(parent.info.run_id, str(artifact_dir))
+    except BaseException:
+        for run_id in reversed(run_ids):  # as mlflow.start_run's context manager does: mark them failed
+            try:
+                client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+            except Exception:  # noqa: BLE001 - keep the original error
+                log.warning("could not mark MLflow run %s as failed", run_id)
+        raise
+    client.set_terminated(parent.info.run_id, status=RunStatus.to_string(RunStatus.FINISHED), end_time=end_ms)
+    return parent.info.run_id
