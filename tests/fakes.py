@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,3 +79,50 @@ class SlowCodec(NoiseCodec):
 
     def identity(self) -> dict[str, Any]:
         return {"name": NoiseCodec.name, "amplitude": self.amplitude}  # same bitstreams as NoiseCodec
+
+
+class KillingCodec(NoiseCodec):
+    """A NoiseCodec that SIGKILLs a process once, when ``after`` encodes have finished, wherever it runs.
+
+    Every finished encode leaves one file in ``folder`` (named by the frame's content and QP, so a test
+    can tell whether a picture was ever coded twice); the encode that finds ``after`` of them claims
+    ``folder/killed`` with ``O_EXCL`` (exactly one process in any executor does) and kills ``target``:
+    ``"self"``, the process running it (the driver with ``executor=local``, a worker otherwise), or
+    ``"group"``, its whole process group (a driver with its local cluster). Once ``killed`` exists it
+    codes like a NoiseCodec, so the same command resumes; its bitstreams are NoiseCodec's.
+    """
+
+    name = "killing"
+
+    def __init__(self, folder: str, after: int, target: str = "self", amplitude: int = 8) -> None:
+        super().__init__(amplitude)
+        if target not in ("self", "group"):
+            raise ValueError(f"target must be 'self' or 'group', not {target!r}")
+        self.folder, self.after, self.target = folder, after, target
+
+    def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
+        import signal
+
+        folder = Path(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(list(folder.glob("encoded-*"))) >= self.after:
+            try:
+                os.close(os.open(folder / "killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                if self.target == "group":
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)
+        coded = super().encode(frame, qp, label=label)
+        digest = hashlib.sha256(frame.luma.tobytes() + bytes([qp])).hexdigest()[:16]
+        (folder / f"encoded-{digest}-{os.getpid()}-{self.calls}").write_text(label)
+        return coded
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": NoiseCodec.name, "amplitude": self.amplitude}  # same bitstreams as NoiseCodec
+
+
+def encoded_frames(folder: str | Path) -> list[str]:
+    """Content digests of the frames a :class:`KillingCodec` finished coding into ``folder`` (repeats kept)."""
+    return [p.name.split("-")[1] for p in Path(folder).glob("encoded-*")]

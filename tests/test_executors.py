@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -66,7 +64,10 @@ def test_dask_local_cluster_gives_the_local_results(tmp_path, data_root, referen
                   tmp_path / "run")
     _same(outcome.summary, reference)
     assert outcome.per_image["run_s"].notna().all()
-    assert outcome.per_image["worker"].nunique() == 2  # both workers of the local cluster took tasks
+    # every task ran in a worker of the local cluster, none in the driver (how the two workers share the
+    # tasks is the scheduler's business and varies with load)
+    workers = set(outcome.per_image["worker"].dropna())
+    assert workers and len(workers) <= 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)
 
 
 def test_fsspec_store_url_gives_the_local_results(tmp_path, data_root, reference):
@@ -78,96 +79,44 @@ def test_fsspec_store_url_gives_the_local_results(tmp_path, data_root, reference
     assert fsspec.filesystem("memory").exists("/vcm-eval-test-store/coded")
 
 
-def _kill_one_worker_when_busy(executor_holder: dict, stop: threading.Event) -> None:
-    """Wait until the sweep's Dask workers are busy, then SIGKILL one worker process."""
-    while not stop.is_set():
-        executor = executor_holder.get("executor")
-        if executor is not None:
-            processing = executor.client.processing()
-            busy = [w for w, tasks in processing.items() if tasks]
-            if busy:
-                pids = executor.client.run(os.getpid, workers=[busy[0]])
-                os.kill(next(iter(pids.values())), signal.SIGKILL)
-                executor_holder["killed"] = busy[0]
-                return
-        time.sleep(0.05)
-
-
-def test_dask_worker_killed_mid_sweep_loses_and_doubles_nothing(tmp_path, data_root, reference, monkeypatch):
+def test_dask_worker_killed_mid_sweep_loses_and_doubles_nothing(tmp_path, data_root, reference):
     pytest.importorskip("distributed")
-    from vcm_eval.executors import dask as dask_executor
-
-    holder: dict = {}
-    original_init = dask_executor.DaskExecutor.__init__
-
-    def spying_init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        holder["executor"] = self
-
-    monkeypatch.setattr(dask_executor.DaskExecutor, "__init__", spying_init)
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_one_worker_when_busy, args=(holder, stop), daemon=True)
-    killer.start()
+    kills = tmp_path / "kills"
     cfg = compose_cfg(*overrides(tmp_path, data_root, "executor=dask", "executor.workers=2",
-                                 "codec._target_=fakes.SlowCodec", "+codec.delay=0.3"))
-    try:
-        outcome = run(cfg, tmp_path / "run")
-    finally:
-        stop.set()
-        killer.join(5)
-    assert "killed" in holder, "no worker was busy long enough to be killed"
+                                 "codec._target_=fakes.KillingCodec", f"+codec.folder={kills}", "+codec.after=4"))
+    outcome = run(cfg, tmp_path / "run")
+    assert (kills / "killed").exists(), "the codec did not kill its worker"
     _same(outcome.summary, reference)
     # one object per key: nothing doubled, no temporary files left by the killed worker
     leftovers = [p for p in (tmp_path / "store").rglob(".tmp-*")]
     assert len(leftovers) <= 1  # at most the file the killed worker was writing
 
 
-def test_pool_worker_killed_mid_sweep_is_resubmitted(tmp_path, data_root, reference, monkeypatch):
-    from vcm_eval.executors import pool as pool_executor
-
-    holder: dict = {}
-    original_submit = pool_executor.PoolExecutor.submit
-
-    def submit_and_maybe_kill(self, fn, *args):
-        future = original_submit(self, fn, *args)
-        holder.setdefault("count", 0)
-        holder["count"] += 1
-        if holder["count"] == 6 and "killed" not in holder:
-            time.sleep(0.5)
-            victim = next(iter(self._pool._processes))
-            os.kill(victim, signal.SIGKILL)
-            holder["killed"] = victim
-        return future
-
-    monkeypatch.setattr(pool_executor.PoolExecutor, "submit", submit_and_maybe_kill)
+def test_pool_worker_killed_mid_sweep_is_resubmitted(tmp_path, data_root, reference):
+    kills = tmp_path / "kills"
     cfg = compose_cfg(*overrides(tmp_path, data_root, "executor=pool", "executor.workers=2",
-                                 "codec._target_=fakes.SlowCodec", "+codec.delay=0.2"))
+                                 "codec._target_=fakes.KillingCodec", f"+codec.folder={kills}", "+codec.after=4"))
     outcome = run(cfg, tmp_path / "run")
-    assert "killed" in holder
+    assert (kills / "killed").exists(), "the codec did not kill its worker"
     _same(outcome.summary, reference)
 
 
 def test_dask_driver_killed_and_restarted_resumes(tmp_path, data_root, reference):
+    """The driver, its scheduler and its workers all killed at once (a crashed driver machine), by a worker's
+    codec after a fixed number of encodes; the same command then resumes."""
     pytest.importorskip("distributed")
-    args = overrides(tmp_path, data_root, "executor=dask", "executor.workers=2", "codec._target_=fakes.SlowCodec",
-                     "+codec.delay=0.3")
+    kills = tmp_path / "kills"
+    args = overrides(tmp_path, data_root, "executor=dask", "executor.workers=2", "codec._target_=fakes.KillingCodec",
+                     f"+codec.folder={kills}", "+codec.after=6", "+codec.target=group")
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     command = [sys.executable, "-m", "vcm_eval", *args, f"hydra.run.dir={tmp_path}/run1"]
-    # its own session, so that killing it takes its local cluster down too, as a crashed driver machine would
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    coded = tmp_path / "store" / "coded"
-    deadline = time.time() + 300
-    while (not coded.exists() or len(list(coded.rglob("*.json"))) < 3) and proc.poll() is None \
-            and time.time() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the sweep ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    finished = len(list(coded.rglob("*.json")))
+    # its own session, so that the kill takes down its process group and nothing else
+    killed = subprocess.run(command, env=env, capture_output=True, timeout=600, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    finished = len(list((tmp_path / "store" / "detections").rglob("*.json")))
     command[-1] = f"hydra.run.dir={tmp_path}/run2"
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
     summary = pd.read_csv(tmp_path / "run2" / "summary.csv")
     _same(summary, reference)
     per_image = pd.read_csv(tmp_path / "run2" / "per_image.csv")
-    assert (~per_image["computed_now"]).sum() >= finished
+    assert (~per_image["computed_now"]).sum() == finished

@@ -317,13 +317,13 @@ def test_truncated_and_foreign_bitstreams_are_caught(tmp_path, cfg_file, golden)
 def test_hang_is_killed_with_its_children(tmp_path, cfg_file):
     fake = make_fake(tmp_path, "EncoderAppStatic", "hang")
     codec = vtm(fake, cfg_file, tmp_path, timeout_s=1.5)
-    start = time.monotonic()
+    # the fake would sleep 300 s and then exit without a bitstream (a different error): this message can only
+    # come from the timeout, so no wall-clock bound is needed (one would fail on a loaded machine)
     with pytest.raises(CodecError, match=r"no result after 1.5 s \(timeout_s\)") as err:
         codec.encode(small_frame(), 45, label="slow")
-    assert time.monotonic() - start < 20
     assert "QP 45" in str(err.value)
     child = int((fake.parent / f"{fake.name}.calls.child").read_text())
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a bound on waiting for the kernel, not on the codec's speed
     while time.monotonic() < deadline and _alive(child):
         time.sleep(0.1)
     assert not _alive(child), "the encoder's child process must be killed with it"
