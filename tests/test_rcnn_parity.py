@@ -1,22 +1,31 @@
 """Parity of vcm_eval's Faster R-CNN FPN with the real Detectron2 (``../shared/golden/detectron2``).
 
-Seeded R50-FPN and X101-FPN checkpoints, test size 320/533, both golden pictures. Tolerances are
-those of the golden README (what Detectron2 keeps between 1 and 2 threads):
-
-* preprocessed input (resized BGR picture and normalised, padded tensor): exact;
-* C-layers c2..c5, P-layers p3..p6 and p2's stored channels: ``allclose(rtol=1e-4, atol=1e-4)``;
-* proposals as sets (near-tied logits may swap rows): every golden box has its own box within
-  1e-2 px, logits within 1e-4; ROI class logits of matched proposals within 1e-4;
-* final detections matched by class and box: boxes within 1e-2 px, scores within 5e-5.
+Seeded R50-FPN and X101-FPN checkpoints, test size 320/533, both golden pictures. What must be exact is
+exact: the preprocessed input, the number of proposals and instances, proposals as sets (every golden box
+has its own box), final instances matched one to one by class and box, and their order. The numbers
+themselves can differ in their last bits: float32 convolutions and matrix products sum in an order that
+depends on the CPU's kernels and the thread count. So every numeric tolerance is derived from what correct
+implementations actually show: ``golden_spread.json`` records the worst difference from the golden arrays
+of vcm_eval *and the real Detectron2* under every kernel choice this machine kind offers
+(``tools/parity_spread.py``: ATen, oneDNN and MKL dispatch from SSE4 to AVX-512, alone and combined as an
+AVX2-only or SSE-only CPU would have them, 1 and 2 threads), per model and tensor, split into an absolute
+part (values under 1) and a relative part (values of 1 and more). A tolerance is ``rcnn_support.MARGIN`` (2)
+times that record. The record brackets what real machines were seen to do (an AVX2-only AMD EPYC put
+``roi_cls_logits`` of X101 2.4e-4 from the golden file; the emulated AVX2-only machine here, 2.75e-4), and the
+factor 2 covers kernels this machine cannot imitate (Intel's MKL paths, other oneDNN blockings), whose
+summation orders differ by as much again. A bug moves these tensors by far more (a wrong padding, anchor or
+ROI level moves logits by 1e-1 and more). The vcm_eval and Detectron2 runs in the record are bit-identical
+to each other under every setting: the spread is the kernels', not the implementation's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from rcnn_support import GOLDEN_IMAGES, golden_arrays, golden_image, match_rows, seeded_model
+from rcnn_support import GOLDEN_IMAGES, box_tolerance, golden_arrays, golden_image, seeded_model, tolerance
 
 from vcm_eval.models.rcnn.model import StageOutputs
+from vcm_eval.models.rcnn.parity import match_instances, match_rows
 from vcm_eval.types import SplitFeatures, SplitMeta
 
 CASES = [pytest.param((key, image), id=f"{key}-{image}", marks=[pytest.mark.slow] if key == "x101" else [])
@@ -43,7 +52,7 @@ def run(request, tmp_path_factory):
             _stages[key, image] = model.run_stages(golden_image(image))
         finally:
             torch.set_num_threads(threads)
-    return _stages[key, image], golden_arrays(key, image), model
+    return _stages[key, image], golden_arrays(key, image), model, key
 
 
 all_cases = pytest.mark.parametrize("run", CASES, indirect=True)
@@ -51,7 +60,7 @@ all_cases = pytest.mark.parametrize("run", CASES, indirect=True)
 
 @all_cases
 def test_preprocessing_is_exact(run):
-    ours, gold, _ = run
+    ours, gold, _, _ = run
     assert ours.pre.original_size == (int(gold["height"]), int(gold["width"]))
     assert ours.pre.input_size == tuple(gold["resized_hw"])
     assert ours.pre.padded_size == tuple(gold["padded_hw"])
@@ -61,45 +70,46 @@ def test_preprocessing_is_exact(run):
 
 @all_cases
 def test_c_and_p_layers(run):
-    ours, gold, _ = run
+    ours, gold, _, key = run
     for level in ("c2", "c3", "c4", "c5"):
-        np.testing.assert_allclose(ours.c_layers[level].numpy(), gold[level], rtol=1e-4, atol=1e-4, err_msg=level)
+        np.testing.assert_allclose(ours.c_layers[level].numpy(), gold[level], err_msg=level, **tolerance(key, level))
     for level in ("p3", "p4", "p5", "p6"):
-        np.testing.assert_allclose(ours.p_layers[level].numpy(), gold[level], rtol=1e-4, atol=1e-4, err_msg=level)
+        np.testing.assert_allclose(ours.p_layers[level].numpy(), gold[level], err_msg=level, **tolerance(key, level))
     p2 = ours.p_layers["p2"].numpy()
-    np.testing.assert_allclose(p2[:, gold["p2_channels"]], gold["p2_sub"], rtol=1e-4, atol=1e-4, err_msg="p2")
+    np.testing.assert_allclose(p2[:, gold["p2_channels"]], gold["p2_sub"], err_msg="p2", **tolerance(key, "p2"))
+    # statistics over all of p2's channels: means of values within the p2 tolerance stay within it
     p2 = p2.astype(np.float64)
     stats = np.array([p2.sum(), p2.mean(), p2.std(), p2.min(), p2.max()])
-    np.testing.assert_allclose(stats[1:], gold["p2_stats"][1:], rtol=1e-4, atol=1e-4, err_msg="p2 stats")
+    np.testing.assert_allclose(stats[1:], gold["p2_stats"][1:], err_msg="p2 stats", **tolerance(key, "p2"))
 
 
 @all_cases
 def test_proposals_match_as_sets(run):
-    ours, gold, _ = run
+    ours, gold, _, key = run
     boxes = ours.heads["proposal_boxes"].numpy()
     logits = ours.heads["proposal_logits"].numpy()
     assert boxes.shape == gold["proposal_boxes"].shape
     idx = match_rows(boxes, gold["proposal_boxes"])
     assert len(set(idx.tolist())) == len(idx), "two golden proposals matched the same box"
-    np.testing.assert_allclose(boxes[idx], gold["proposal_boxes"], rtol=0, atol=1e-2)
-    np.testing.assert_allclose(logits[idx], gold["proposal_logits"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(boxes[idx], gold["proposal_boxes"], **tolerance(key, "proposal_boxes"))
+    np.testing.assert_allclose(logits[idx], gold["proposal_logits"], **tolerance(key, "proposal_logits"))
     assert np.all(np.diff(logits) <= 0), "proposals must come sorted by descending logit"
-    np.testing.assert_allclose(ours.heads["roi_cls_logits"].numpy()[idx], gold["roi_cls_logits"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ours.heads["roi_cls_logits"].numpy()[idx], gold["roi_cls_logits"],
+                               **tolerance(key, "roi_cls_logits"))
 
 
 @all_cases
 def test_detections_match_by_class_and_box(run):
-    ours, gold, _ = run
+    ours, gold, _, key = run
     dets = ours.detections
     assert len(dets) == len(gold["scores"]) == 100
-    for boxes, golden_boxes in ((dets.boxes, gold["pred_boxes"]), (ours.heads["boxes"].numpy(), gold["boxes_resized"])):
-        dist = np.abs(golden_boxes.astype(np.float64)[:, None, :] - boxes[None]).max(axis=2)
-        dist[gold["pred_classes"][:, None] != dets.classes[None, :]] = np.inf
-        idx = dist.argmin(axis=1)
+    for boxes, name in ((dets.boxes, "pred_boxes"), (ours.heads["boxes"].numpy(), "boxes_resized")):
+        idx, dist = match_instances(boxes, dets.classes, gold[name], gold["pred_classes"])
         assert len(set(idx.tolist())) == len(idx), "two golden detections matched the same one"
-        np.testing.assert_array_less(dist[np.arange(len(idx)), idx], 1e-2)
+        np.testing.assert_array_less(dist, box_tolerance(key, name))
         np.testing.assert_array_equal(dets.classes[idx], gold["pred_classes"])
-        np.testing.assert_allclose(dets.scores[idx], gold["scores"], rtol=0, atol=5e-5)
+        np.testing.assert_allclose(boxes[idx], gold[name], **tolerance(key, name))
+        np.testing.assert_allclose(dets.scores[idx], gold["scores"], **tolerance(key, "scores"))
     assert np.all(np.diff(dets.scores) <= 0), "detections must come sorted by descending score"
 
 
@@ -108,15 +118,13 @@ def test_detections_match_by_class_and_box(run):
                          indirect=True)
 def test_decoder_side_on_detectron2_c_layers(run):
     """The decoder alone, fed Detectron2's own C-layers, gives Detectron2's detections."""
-    _, gold, model = run
+    _, gold, model, key = run
     meta = SplitMeta(original_size=(int(gold["height"]), int(gold["width"])),
                      input_size=tuple(int(v) for v in gold["resized_hw"]),
                      padded_size=tuple(int(v) for v in gold["padded_hw"]))
     dets = model.decode(SplitFeatures({k: gold[k][0] for k in ("c2", "c3", "c4", "c5")}, meta))
     assert len(dets) == len(gold["scores"])
-    dist = np.abs(gold["pred_boxes"].astype(np.float64)[:, None, :] - dets.boxes[None]).max(axis=2)
-    dist[gold["pred_classes"][:, None] != dets.classes[None, :]] = np.inf
-    idx = dist.argmin(axis=1)
+    idx, dist = match_instances(dets.boxes, dets.classes, gold["pred_boxes"], gold["pred_classes"])
     assert len(set(idx.tolist())) == len(idx)
-    np.testing.assert_array_less(dist[np.arange(len(idx)), idx], 1e-2)
-    np.testing.assert_allclose(dets.scores[idx], gold["scores"], rtol=0, atol=5e-5)
+    np.testing.assert_array_less(dist, box_tolerance(key, "pred_boxes"))
+    np.testing.assert_allclose(dets.scores[idx], gold["scores"], **tolerance(key, "scores"))

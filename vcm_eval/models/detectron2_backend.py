@@ -116,6 +116,44 @@ class Detectron2SplitModel(SplitModel):
         return Detections(out.pred_boxes.tensor.cpu().numpy(), out.scores.cpu().numpy(),
                           out.pred_classes.cpu().numpy())
 
+    @torch.no_grad()
+    def stage_arrays(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Every stage of one unsplit Detectron2 run under the golden files' keys (see ``models/rcnn/parity.py``).
+
+        C-layers are the outputs of ``fpn_lateral2..5``, the RPN's proposals come with their objectness
+        logits, ``roi_cls_logits`` are the box predictor's class logits of every proposal, ``boxes_resized``
+        the final boxes before they are scaled to the picture.
+        """
+        from detectron2.modeling.postprocessing import detector_postprocess
+
+        picture = image[:, :, ::-1] if self.input_format == "BGR" else image
+        height, width = picture.shape[:2]
+        resized = self.aug.get_transform(picture).apply_image(picture)
+        tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+        images = self.model.preprocess_image([{"image": tensor, "height": height, "width": width}])
+        fpn = self.model.backbone
+        captured: dict[str, torch.Tensor] = {}
+        hooks = [getattr(fpn, f"fpn_lateral{k}").register_forward_hook(
+            lambda _m, _i, out, k=k: captured.__setitem__(f"c{k}", out)) for k in (2, 3, 4, 5)]
+        hooks.append(self.model.roi_heads.box_predictor.register_forward_hook(
+            lambda _m, _i, out: captured.__setitem__("roi_cls_logits", out[0])))
+        try:
+            p = fpn(images.tensor)
+            proposals, _ = self.model.proposal_generator(images, p, None)
+            results, _ = self.model.roi_heads(images, p, proposals, None)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        out = {k: v.cpu().numpy() for k, v in captured.items()}
+        out.update({k: v.cpu().numpy() for k, v in p.items()})
+        out["proposal_boxes"] = proposals[0].proposal_boxes.tensor.cpu().numpy()
+        out["proposal_logits"] = proposals[0].objectness_logits.cpu().numpy()
+        out["boxes_resized"] = results[0].pred_boxes.tensor.cpu().numpy().copy()  # postprocess scales in place
+        final = detector_postprocess(results[0], height, width)
+        out.update(pred_boxes=final.pred_boxes.tensor.cpu().numpy(), scores=final.scores.cpu().numpy(),
+                   pred_classes=final.pred_classes.cpu().numpy())
+        return out
+
     def identity(self) -> dict:
         return {
             "family": "detectron2-faster-rcnn-fpn",
