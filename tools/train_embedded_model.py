@@ -4,8 +4,9 @@
 Writes ``<out>.pth`` (state dict) and ``<out>.json`` (class names, architecture, recipe, dataset seed,
 measured val mAP, sha256 of the .pth). The default ``--out`` is the file the package ships,
 ``vcm_eval/models/weights/embedded.pth``. A run is deterministic for a given thread count: the
-training pictures are ``generate_image(seed, "train", i)`` for i < ``--train-size`` (the same pixels
-as the on-disk train split), visited in a seeded order with seeded flips.
+training pictures are ``generate_image(seed, "train", i, style)`` for i < ``--train-size`` (the same
+pixels as the on-disk train split), visited in a seeded order with seeded flips. ``--style`` picks the
+synthetic set's style (``natural``, the default, or the original ``shapes``) for training and validation.
 
 A checkpoint is written every ``--checkpoint-every`` iterations beside ``--out`` (``.ckpt``, removed at
 the end); ``--resume`` continues from it. The learning rate is flat until the last ``--decay``
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 import torchvision
 
-from vcm_eval.data.synthetic import CLASS_NAMES, GENERATOR_VERSION, SyntheticDataset, generate_image
+from vcm_eval.data.synthetic import CLASS_NAMES, STYLES, SyntheticDataset, generate_image, generator_version
 from vcm_eval.models.embedded import (
     PACKAGED_WEIGHTS,
     EmbeddedArch,
@@ -44,14 +45,18 @@ from vcm_eval.models.embedded import (
 )
 
 #: Settings a resumed run must share with its checkpoint (``--iterations`` may change; see lr_factor).
-_RESUME_MUST_MATCH = ("dataset_seed", "seed", "batch_size", "train_size", "lr", "weight_decay", "warmup",
-                      "decay", "clip_grad", "threads")
+_RESUME_MUST_MATCH = ("style", "dataset_seed", "seed", "batch_size", "train_size", "lr", "weight_decay",
+                      "warmup", "decay", "clip_grad", "threads")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=PACKAGED_WEIGHTS, help="weights file to write (.pth; .json beside)")
     p.add_argument("--dataset-seed", type=int, default=0, help="synthetic set seed (train and val splits)")
+    p.add_argument("--style", default=None, choices=STYLES,
+                   help="synthetic set style (train and val splits): natural (photographic; the default) or "
+                        "shapes (the original set); with --evaluate-only, default: the style the weights were "
+                        "trained on")
     p.add_argument("--seed", type=int, default=0, help="torch seed: initialisation, picture order, flips")
     p.add_argument("--iterations", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=4)
@@ -102,11 +107,13 @@ def visiting_order(seed: int, train_size: int, count: int) -> tuple[list[int], l
     return order[:count], flips
 
 
-def training_batch(indices: list[int], flips: list[bool], seed: int) -> tuple[list[torch.Tensor], list[dict]]:
-    """Pictures ``indices`` of the train split (horizontally flipped where ``flips``) with torchvision targets."""
+def training_batch(indices: list[int], flips: list[bool], seed: int,
+                   style: str = "shapes") -> tuple[list[torch.Tensor], list[dict]]:
+    """Pictures ``indices`` of the ``style`` train split (horizontally flipped where ``flips``) with
+    torchvision targets."""
     images, targets = [], []
     for index, flip in zip(indices, flips):
-        rgb, objects = generate_image(seed, "train", index)
+        rgb, objects = generate_image(seed, "train", index, style)
         boxes = np.asarray([o.box for o in objects], dtype=np.float32).reshape(-1, 4)
         if flip:
             rgb = rgb[:, ::-1]
@@ -128,14 +135,15 @@ def evaluate(net: torch.nn.Module, arch: EmbeddedArch, args: argparse.Namespace,
     CocoEvaluator exactly as the pipeline measures it; plus the mAP of the first n pictures for n in
     ``subsets`` (the same detections, scored on fewer pictures)."""
     was_training = net.training
-    dataset = SyntheticDataset(split="val", num_images=num_images, root=args.data_root, seed=args.dataset_seed)
+    dataset = SyntheticDataset(split="val", num_images=num_images, root=args.data_root, seed=args.dataset_seed,
+                               style=args.style)
     model = EmbeddedDetector(net, CLASS_NAMES, arch, weights_sha256="(training)")
     dets = {r.image_id: model.detect(dataset.load(r)) for r in dataset.records()}
     metrics = dataset.make_evaluator(model.class_names).evaluate(dets)
     per_subset = {}
     for n in subsets:
         sub = SyntheticDataset(split="val", num_images=min(n, num_images), root=args.data_root,
-                               seed=args.dataset_seed)
+                               seed=args.dataset_seed, style=args.style)
         ids = [r.image_id for r in sub.records()]
         per_subset[n] = sub.make_evaluator(model.class_names).evaluate({i: dets[i] for i in ids})
     net.train(was_training)
@@ -148,7 +156,7 @@ def _finite(metrics: dict) -> dict:
 
 def val_record(args: argparse.Namespace, metrics: dict, subset: dict, eval_s: float) -> dict:
     """The ``val`` entry of the weights' .json."""
-    return {"split": "val", "dataset_seed": args.dataset_seed, "num_images": args.val_images,
+    return {"split": "val", "style": args.style, "dataset_seed": args.dataset_seed, "num_images": args.val_images,
             "map_50": metrics["map_50"], "map_50_95": metrics["map_50_95"], "metrics": _finite(metrics),
             "subset": {"num_images": TEST_SUBSET_IMAGES, "map_50": subset["map_50"],
                        "map_50_95": subset["map_50_95"]},
@@ -161,6 +169,8 @@ def evaluate_only(args: argparse.Namespace) -> int:
 
     out = args.out.expanduser().resolve()
     model = build_embedded_model(out)
+    if args.style is None:  # weights from before styles were trained on the shapes set
+        args.style = model.metadata.get("dataset", {}).get("style", "shapes")
     t1 = time.time()
     metrics, subsets = evaluate(model.net, model.arch, args, args.val_images, (TEST_SUBSET_IMAGES,))
     meta = dict(model.metadata)
@@ -180,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.evaluate_only:
         return evaluate_only(args)
+    args.style = args.style or "natural"
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     train_size = args.train_size
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_factor(it, args.iterations, args.warmup, args.decay)
         sl = slice(it * args.batch_size, (it + 1) * args.batch_size)
-        images, targets = training_batch(order[sl], flips[sl], args.dataset_seed)
+        images, targets = training_batch(order[sl], flips[sl], args.dataset_seed, args.style)
         losses = net(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
@@ -263,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         "name": "embedded",
         "class_names": list(CLASS_NAMES),
         "architecture": arch.to_json(),
-        "dataset": {"generator": "vcm_eval.data.synthetic", "generator_version": GENERATOR_VERSION,
-                    "seed": args.dataset_seed, "train_pictures": train_size},
+        "dataset": {"generator": "vcm_eval.data.synthetic", "style": args.style,
+                    "generator_version": generator_version(args.style), "seed": args.dataset_seed,
+                    "train_pictures": train_size},
         "recipe": {"tool": "tools/train_embedded_model.py", "optimizer": "AdamW", "lr": args.lr,
                    "weight_decay": args.weight_decay,
                    "schedule": "linear warm-up, constant, cosine decay over the last `decay` iterations",

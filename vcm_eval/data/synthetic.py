@@ -1,20 +1,40 @@
-"""A deterministic synthetic detection set: coloured shapes at 8 px to most-of-the-picture scales.
+"""A deterministic synthetic detection set: six shape classes at 8 px to most-of-the-picture scales.
 
-Every picture is a function of ``(seed, split, index)`` alone, so the first N pictures of a split are
-the same whatever size the split is generated at, and the same seed gives the same pixels and the same
-annotation JSON on any machine (only numpy's ``Generator`` stream methods ``random``/``integers``/
-``uniform`` and Pillow's integer rasteriser are involved; no fonts, no antialiasing).
+Every picture is a function of ``(seed, split, index, style)`` alone, so the first N pictures of a split
+are the same whatever size the split is generated at, and the same seed gives the same pixels and the
+same annotation JSON on any machine: the pixel path uses only numpy's ``Generator`` stream methods
+``random``/``integers``/``uniform``/``permutation``, integer arithmetic (and float ``+ - * /`` on scalars
+or 256-entry tables, rounded to integers), and Pillow's C code (rasteriser, resampling, box blur, paste,
+lookup tables: integer or plain IEEE arithmetic, and vanilla Pillow has no CPU-dependent code paths). No
+numpy transcendental function (``np.exp``, ``np.sin`` ...) touches a pixel: numpy dispatches SIMD
+versions of those whose last bits differ between CPUs; trigonometry and logarithms run on Python scalars
+and are rounded to whole pixels or to 1e-9 before use.
 
-A picture has a short side of 320 px and a long side of 320..480 px (either orientation), a textured
-background (smooth colour field, low-contrast stripes or checks, desaturated clutter that is *not*
-annotated) and 3..9 objects of :data:`CLASS_NAMES`. Objects are saturated colours (max - min channel
-at least 57 everywhere, textures included), backgrounds and clutter are not (at most 31), so a small
-detector learns the classes quickly and the boxes can be checked against the pixels. Object sizes are
-log-uniform between :data:`MIN_OBJECT_PX` and :data:`MAX_OBJECT_FRACTION` of the short side, so each
-octave (8-16, 16-32, ..., 128-256 px) holds about the same number of objects and every FPN level has
-work to do. Objects overlap; a placement is rejected when it would leave any object less than
-:data:`MIN_VISIBLE_FRACTION` visible. A ground-truth box is the extent of the object's *visible*
-pixels; its ``area`` is their count.
+A picture has a short side of 320 px and a long side of 320..480 px (either orientation) and 3..9 objects
+of :data:`CLASS_NAMES`. Object sizes are log-uniform between :data:`MIN_OBJECT_PX` and
+:data:`MAX_OBJECT_FRACTION` of the short side, so each octave (8-16, 16-32, ..., 128-256 px) holds about
+the same number of objects and every FPN level has work to do. Objects overlap; a placement is rejected
+when it would leave any object less than :data:`MIN_VISIBLE_FRACTION` visible. A ground-truth box is the
+extent of the object's *visible* pixels; its ``area`` is their count (:attr:`SyntheticObject.mask` holds
+them). Two styles (:data:`STYLES`) share those shapes and that geometry:
+
+``shapes`` (:data:`GENERATOR_VERSION`)
+    The original set, kept bit for bit so that runs made with it reproduce: flat saturated objects
+    (max - min channel at least 57 everywhere, textures included) on a smooth, desaturated background
+    (colour field, low-contrast stripes or checks, un-annotated clutter; at most 31), no antialiasing.
+    Flat colours and hard edges are far easier for a codec than real photos.
+``natural`` (:data:`NATURAL_GENERATOR_VERSION`; needs ``scikit-image``)
+    Photographic pictures. The background is a patchwork of 2..4 views of different photographs bundled
+    in scikit-image's wheel (:data:`PHOTOS`; grey ones tinted), each a random crop at a random scale,
+    flipped, quarter-turned and sometimes tilted a few degrees, colour-jittered, joined along wiggly
+    seams that fade over a few to about 30 px, and partly desaturated. An object is photographic texture
+    cut out by its class's shape mask and tinted toward the class colour (so a class is recognisable by
+    its shape *and* its colour cast), pasted with a feathered (blurred) edge. The whole picture is then
+    sometimes slightly blurred and always gets sensor-like noise (Gaussian, stronger in bright parts),
+    so there is texture everywhere and a codec spends bits on it (and damages it) much as on photos. A
+    pixel of an object counts as *visible* when it is inside the object's hard shape mask (before
+    feathering) and inside no later object's hard mask: the feathered rim outside the hard mask is not
+    annotated, and the rim inside it is (blended with what lies under it).
 
 The split is written as a COCO-format folder (``annotations.json`` + ``images/*.png``) into a cache
 folder, atomically, and read back through :class:`~vcm_eval.data.coco.CocoDataset`.
@@ -22,18 +42,23 @@ folder, atomically, and read back through :class:`~vcm_eval.data.coco.CocoDatase
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
+import io
 import json
 import logging
 import math
 import os
 import shutil
+import statistics
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from vcm_eval.data.base import ImageRecord
 from vcm_eval.data.coco import CocoDataset
@@ -41,8 +66,13 @@ from vcm_eval.data.images import read_image
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever a change to this module changes any generated pixel or annotation.
+#: Bumped whenever a change to this module changes any generated pixel or annotation of the ``shapes`` style.
 GENERATOR_VERSION = 1
+#: Bumped whenever a change to this module changes any generated pixel or annotation of the ``natural`` style.
+NATURAL_GENERATOR_VERSION = 1
+
+#: Picture styles (see the module docstring); ``shapes`` is the original set.
+STYLES: tuple[str, ...] = ("shapes", "natural")
 
 CLASS_NAMES: tuple[str, ...] = ("disc", "square", "triangle", "star", "ring", "cross")
 
@@ -72,17 +102,44 @@ _PNG_COMPRESS_LEVEL = 6
 
 @dataclass(frozen=True)
 class SyntheticObject:
-    """One annotated object: class index into CLASS_NAMES, visible-extent box (x0, y0, x1, y1), pixel count."""
+    """One annotated object: class index into CLASS_NAMES, visible-extent box (x0, y0, x1, y1), pixel count.
+
+    ``mask`` is the boolean (y1 - y0, x1 - x0) map of the visible pixels inside ``box`` (``area`` of them
+    are true); it is not part of equality and is not written to the JSON.
+    """
 
     class_index: int
     box: tuple[int, int, int, int]
     area: int
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+@dataclass(frozen=True)
+class SyntheticSample:
+    """One generated picture: RGB uint8 (H, W, 3), its objects, and the photos its background is made of.
+
+    ``sources`` lists ``(photo name, share of the background)`` for the natural style (shares sum to 1,
+    measured on the patchwork's seam grid) and is empty for the shapes style.
+    """
+
+    rgb: np.ndarray
+    objects: list[SyntheticObject]
+    sources: tuple[tuple[str, float], ...] = ()
+
+
+def _check_style(style: str) -> str:
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style {style!r}; choose one of {list(STYLES)}")
+    return style
+
+
+def _rng(seed: int, split: str, index: int, style: str = "shapes") -> np.random.Generator:
     if split not in SPLITS:
         raise ValueError(f"unknown synthetic split {split!r}; choose one of {sorted(SPLITS)}")
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), SPLITS[split], int(index)])))
+    entropy = [int(seed), SPLITS[split], int(index)]
+    if _check_style(style) != "shapes":  # shapes keeps its original stream; other styles get their own
+        entropy.append(STYLES.index(style))
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
 
 def _unit_polygon(angles_deg: Sequence[float], radii: Sequence[float]) -> np.ndarray:
@@ -208,53 +265,354 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.array(img, dtype=np.uint8)
 
 
-def generate_image(seed: int, split: str, index: int) -> tuple[np.ndarray, list[SyntheticObject]]:
-    """Picture ``index`` of ``split`` for ``seed``: RGB uint8 (H, W, 3) and its objects.
+def _object_geometry(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, np.ndarray]:
+    """Class, width, height and hard shape mask (oh, ow) of the next object (log-uniform size)."""
+    lo, hi = math.log(MIN_OBJECT_PX), math.log(MAX_OBJECT_FRACTION * SHORT_SIDE_PX)
+    cls = int(rng.integers(0, len(CLASS_NAMES)))
+    size = math.exp(float(rng.uniform(lo, hi)))
+    aspect = math.exp(float(rng.uniform(-0.4, 0.4)))  # width / height in [0.67, 1.49]
+    ow = int(min(w, max(MIN_OBJECT_PX, round(size * math.sqrt(aspect)))))
+    oh = int(min(h, max(MIN_OBJECT_PX, round(size / math.sqrt(aspect)))))
+    return cls, ow, oh, _shape_mask(CLASS_NAMES[cls], ow, oh, rng)
 
-    A pure function of its arguments (see the module docstring); ``index`` may be any non-negative int.
-    """
-    rng = _rng(seed, split, index)
+
+class _Occupancy:
+    """Which object owns each pixel, and how much of each object is still visible."""
+
+    def __init__(self, h: int, w: int) -> None:
+        self.owner = np.zeros((h, w), dtype=np.int16)  # 0 = background, k = k-th accepted object
+        self.full_area: list[int] = []
+        self.visible: list[int] = []
+        self.classes: list[int] = []
+        self.rects: list[tuple[int, int, int, int]] = []  # (x, y, w, h) where each object was drawn
+
+    def place(self, cls: int, mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
+        """Top-left corner for ``mask`` that leaves every earlier object MIN_VISIBLE_FRACTION visible
+        (recorded as the next object), or None after _PLACEMENT_TRIES rejected draws."""
+        h, w = self.owner.shape
+        oh, ow = mask.shape
+        for _try in range(_PLACEMENT_TRIES):
+            x, y = int(rng.integers(0, w - ow + 1)), int(rng.integers(0, h - oh + 1))
+            region = self.owner[y:y + oh, x:x + ow]
+            covered = np.bincount(region[mask], minlength=len(self.full_area) + 1)[1:]
+            if all(v - c >= MIN_VISIBLE_FRACTION * a for v, c, a in zip(self.visible, covered, self.full_area)):
+                break
+        else:
+            return None
+        for k, c in enumerate(covered):
+            self.visible[k] -= int(c)
+        region[mask] = len(self.full_area) + 1
+        area = int(mask.sum())
+        self.full_area.append(area)
+        self.visible.append(area)
+        self.classes.append(cls)
+        self.rects.append((x, y, ow, oh))
+        return x, y
+
+    def objects(self) -> list[SyntheticObject]:
+        """The accepted objects with their visible-extent boxes, pixel counts and visible masks."""
+        objects = []
+        for k, (cls, (x, y, ow, oh)) in enumerate(zip(self.classes, self.rects)):
+            ys, xs = np.nonzero(self.owner[y:y + oh, x:x + ow] == k + 1)  # an object owns nothing outside
+            box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
+            mask = self.owner[box[1]:box[3], box[0]:box[2]] == k + 1
+            objects.append(SyntheticObject(cls, box, int(len(xs)), mask))
+        return objects
+
+
+def _generate_shapes(rng: np.random.Generator) -> SyntheticSample:
+    """The ``shapes`` style (its random stream and pixels are those of GENERATOR_VERSION 1)."""
     long_side = int(rng.integers(SHORT_SIDE_PX, MAX_LONG_SIDE_PX + 1))
     h, w = (SHORT_SIDE_PX, long_side) if rng.random() < 0.5 else (long_side, SHORT_SIDE_PX)
     canvas = _background(h, w, rng)
-
-    owner = np.zeros((h, w), dtype=np.int16)  # 0 = background, k = k-th accepted object
-    full_area: list[int] = []
-    visible: list[int] = []
-    classes: list[int] = []
-    lo, hi = math.log(MIN_OBJECT_PX), math.log(MAX_OBJECT_FRACTION * SHORT_SIDE_PX)
+    occupancy = _Occupancy(h, w)
     for _ in range(int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))):
-        cls = int(rng.integers(0, len(CLASS_NAMES)))
-        size = math.exp(float(rng.uniform(lo, hi)))
-        aspect = math.exp(float(rng.uniform(-0.4, 0.4)))  # width / height in [0.67, 1.49]
-        ow = int(min(w, max(MIN_OBJECT_PX, round(size * math.sqrt(aspect)))))
-        oh = int(min(h, max(MIN_OBJECT_PX, round(size / math.sqrt(aspect)))))
-        mask = _shape_mask(CLASS_NAMES[cls], ow, oh, rng)
+        cls, ow, oh, mask = _object_geometry(w, h, rng)
         pixels = _object_pixels(CLASS_NAMES[cls], oh, ow, rng)
-        for _try in range(_PLACEMENT_TRIES):
-            x, y = int(rng.integers(0, w - ow + 1)), int(rng.integers(0, h - oh + 1))
-            region = owner[y:y + oh, x:x + ow]
-            covered = np.bincount(region[mask], minlength=len(full_area) + 1)[1:]
-            ok = all(v - c >= MIN_VISIBLE_FRACTION * a for v, c, a in zip(visible, covered, full_area))
-            if ok:
-                break
-        else:
-            continue
-        for k, c in enumerate(covered):
-            visible[k] -= int(c)
-        region[mask] = len(full_area) + 1
-        canvas[y:y + oh, x:x + ow][mask] = pixels[mask]
-        area = int(mask.sum())
-        full_area.append(area)
-        visible.append(area)
-        classes.append(cls)
+        at = occupancy.place(cls, mask, rng)
+        if at is not None:
+            x, y = at
+            canvas[y:y + oh, x:x + ow][mask] = pixels[mask]
+    return SyntheticSample(canvas, occupancy.objects())
 
-    objects = []
-    for k, cls in enumerate(classes):
-        ys, xs = np.nonzero(owner == k + 1)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        objects.append(SyntheticObject(cls, box, int(len(xs))))
-    return canvas, objects
+
+# --- The natural style -------------------------------------------------------------------------------------
+
+#: Photographs bundled in scikit-image's wheel (``skimage/data``; name -> file, sha256 as skimage's own
+#: registry lists it). All are in the "legacy" set skimage has shipped inside its package since 0.15, with
+#: these hashes. They are read straight from the installed package folder, never through ``skimage.data``
+#: (some of its entries download), and checked against the hash, so a different file can never silently
+#: change the pictures. Grey photos are tinted. The two JPEGs decode through libjpeg-turbo's integer IDCT,
+#: whose SIMD and C paths agree bit for bit. Left out: camera (replaced by another photo in some skimage
+#: versions), cell (not bundled by older ones), motorcycle_right (the stereo twin of motorcycle_left),
+#: retina (a black disc border, 1411 px square), the small text/page/clock pictures and drawings.
+PHOTOS: dict[str, tuple[str, str]] = {
+    "astronaut": ("astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+    "coffee": ("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7"),
+    "chelsea": ("chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb"),
+    "motorcycle_left": ("motorcycle_left.png", "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179"),
+    "immunohistochemistry": ("ihc.png", "f8dd1aa387ddd1f49d8ad13b50921b237df8e9b262606d258770687b0ef93cef"),
+    "rocket": ("rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
+    "hubble_deep_field": ("hubble_deep_field.jpg", "3a19c5dd8a927a9334bb1229a6d63711b1c0c767fb27e2286e7c84a3e2c2f5f4"),
+    "brick": ("brick.png", "7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf"),
+    "grass": ("grass.png", "b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89"),
+    "gravel": ("gravel.png", "c48615b451bf1e606fbd72c0aa9f8cc0f068ab7111ef7d93bb9b0f2586440c12"),
+    "moon": ("moon.png", "78739619d11f7eb9c165bb5d2efd4772cee557812ec847532dbb1d92ef71f577"),
+    "coins": ("coins.png", "f8d773fc9cfa6f4d8e5942dc34d0a0788fcaed2a4fefbbed0aef5398d7ef4cba"),
+}
+#: Photos that fill objects: all but the deep field, which is black almost everywhere.
+_FILL_PHOTOS: tuple[str, ...] = tuple(name for name in PHOTOS if name != "hubble_deep_field")
+
+_MISSING_PHOTOS = ("the 'natural' synthetic style builds its pictures from photographs shipped with "
+                   "scikit-image; install it (pip install scikit-image) or use dataset.style=shapes")
+
+_FEATHER_PAD = 2  # px around an object's box that its feathered edge may reach
+#: Photo px per picture px of untilted views (the pyramid levels); tilted views take any scale in between.
+_VIEW_SCALES = (0.8, 1.0, 1.3, 1.6, 2.0)
+_TILT_PROBABILITY = 0.25
+_QUARTER_TURNS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+_SEAM_CELL_PX = (6, 16)  # patchwork seam grid: one cell per this many pixels (the width of a seam's fade)
+
+# Standard normal quantiles of the 256 uint8 noise draws, x 16, as integers: the noise's shape. Computed on
+# scalars and rounded, so libm's last bits cannot reach a pixel.
+_NOISE_QUANTILES = np.array([round(16 * statistics.NormalDist().inv_cdf((u + 0.5) / 256)) for u in range(256)],
+                            dtype=np.int16)
+
+
+@dataclass(frozen=True)
+class _Photo:
+    name: str
+    image: Image.Image  # "RGB", or "L" for a grey photo
+    grey: bool
+
+
+def _photo_dir() -> Path:
+    """``skimage/data`` of the installed scikit-image, found without importing it; ImportError if absent."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(_MISSING_PHOTOS)
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+@functools.cache
+def _photos() -> dict[str, _Photo]:
+    """The photos of :data:`PHOTOS`, decoded once per process.
+
+    Raises:
+        ImportError: scikit-image is not installed.
+        RuntimeError: a photo file is missing or is not the one the natural style was pinned to.
+    """
+    folder = _photo_dir()
+    photos = {}
+    for name, (file, sha256) in PHOTOS.items():
+        path = folder / file
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise RuntimeError(f"photo {name!r} ({path}) cannot be read: {exc}; {_MISSING_PHOTOS}") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise RuntimeError(f"photo {name!r} ({path}) is not the file the natural style was made from "
+                               f"(sha256 {sha256}); reinstall scikit-image (pip install scikit-image)")
+        with Image.open(io.BytesIO(data)) as im:
+            grey = im.mode == "L"
+            photos[name] = _Photo(name, im.convert("L" if grey else "RGB"), grey)
+    return photos
+
+
+@functools.cache
+def _level(name: str, level: int) -> Image.Image:
+    """Photo ``name`` resampled to _VIEW_SCALES[level] photo px per picture px, made once (about 32 MB for
+    all levels of all photos). Bicubic: its weights are polynomials, whereas Lanczos calls libm's sin,
+    whose last bits may vary with the CPU."""
+    image = _photos()[name].image
+    scale = _VIEW_SCALES[level]
+    if scale == 1.0:
+        return image
+    return image.resize((round(image.width / scale), round(image.height / scale)), Image.Resampling.BICUBIC)
+
+
+def _photo_view(photo: _Photo, w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """A w x h view of ``photo`` (its mode): a random crop at a random scale, mirrored or not, turned a
+    random quarter and, with probability _TILT_PROBABILITY, tilted 1..12 degrees.
+
+    Untilted views are exact crops of a pyramid level (:func:`_level`) turned by transposition. Tilted
+    views are one bilinear affine resample of the photo (Pillow: double-precision + - *, no FMA); its
+    matrix comes from whole-degree cos/sin rounded to 1e-9 and scalar + - * /, and the view lies inside
+    the photo, so no border is filled in.
+    """
+    quarter = int(rng.integers(0, 4))
+    flip = rng.random() < 0.5
+    pw, ph = photo.image.size
+    vw, vh = (h, w) if quarter % 2 else (w, h)  # size before the quarter turn
+    fits = [i for i, sc in enumerate(_VIEW_SCALES) if round(pw / sc) >= vw and round(ph / sc) >= vh]
+    if rng.random() >= _TILT_PROBABILITY and fits:
+        level = _level(photo.name, fits[int(rng.integers(0, len(fits)))])
+        x0, y0 = int(rng.integers(0, level.width - vw + 1)), int(rng.integers(0, level.height - vh + 1))
+        view = level.crop((x0, y0, x0 + vw, y0 + vh))
+        if flip:
+            view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if quarter:
+            view = view.transpose(_QUARTER_TURNS[quarter])
+        return view
+    tilt = int(rng.integers(1, 13)) * (1 if rng.random() < 0.5 else -1)
+    c, s = (float(v) for v in _COS_SIN[(90 * quarter + tilt) % 360])
+    ex, ey = w * abs(c) + h * abs(s), w * abs(s) + h * abs(c)  # extent of the turned view at scale 1
+    scale = min(float(rng.uniform(_VIEW_SCALES[0], _VIEW_SCALES[-1])), (pw - 2) / ex, (ph - 2) / ey)
+    hx, hy = scale * ex / 2, scale * ey / 2
+    # max(): at the capped scale the two bounds meet, up to a rounding error either way
+    cx = float(rng.uniform(hx + 1, max(hx + 1, pw - hx - 1)))
+    cy = float(rng.uniform(hy + 1, max(hy + 1, ph - hy - 1)))
+    fx = -1.0 if flip else 1.0
+    a, b, d, e = scale * c * fx, -scale * s, scale * s * fx, scale * c
+    return photo.image.transform((w, h), Image.Transform.AFFINE, (a, b, cx - a * w / 2 - b * h / 2,
+                                                                  d, e, cy - d * w / 2 - e * h / 2),
+                                 resample=Image.Resampling.BILINEAR)
+
+
+def _jitter_lut(grey: bool, rng: np.random.Generator) -> list[int]:
+    """Per-channel 768-entry lookup table: contrast, brightness and a colour cast (a tint for grey photos)."""
+    spread = 0.22 if grey else 0.1
+    gains = rng.uniform(1 - spread, 1 + spread, size=3)
+    contrast, bright = float(rng.uniform(0.75, 1.25)), float(rng.uniform(-24, 24))
+    tone = (np.arange(256, dtype=np.float64) - 128) * contrast + 128 + bright
+    return np.clip(np.rint(gains[:, None] * tone[None, :]), 0, 255).astype(np.uint8).reshape(-1).tolist()
+
+
+def _patchwork(h: int, w: int, rng: np.random.Generator) -> tuple[Image.Image, tuple[tuple[str, float], ...]]:
+    """Background: 2..4 views of different photos, each owning one region of a wiggly Voronoi partition.
+
+    The partition lives on a coarse grid (one cell per 6..16 px). Each region's seed point is at least a
+    third of the grid's short side from the others and its squared-distance field is perturbed (a smooth
+    bump) by less than that squared, so every region keeps its seed and no picture is a single photo.
+    View j is pasted over views 0..j-1 with the mask ``128 + (min over i < j of dist_i - dist_j) * 64 / gap``
+    (clipped): squared-distance differences are nearly linear in position, so the mask upsamples
+    bilinearly into a straight-ish seam that fades over up to two cells, with no grid staircase; and the
+    pixels where j wins outright are exactly its Voronoi region. View j covers only the rectangle its mask
+    reaches (view 0 the whole picture). Returns the picture and (photo, share of the grid's cells) per
+    region, in paste order.
+    """
+    photos = _photos()
+    names = list(photos)
+    k = int(rng.integers(2, 5))
+    chosen = [names[int(i)] for i in rng.permutation(len(names))[:k]]
+    cell = int(rng.integers(_SEAM_CELL_PX[0], _SEAM_CELL_PX[1] + 1))
+    gh, gw = -(-h // cell) + 1, -(-w // cell) + 1
+    gap = max(2, min(gh, gw) // 3)
+    seeds: list[tuple[int, int]] = []
+    tries = 0
+    while len(seeds) < k:
+        p = (int(rng.integers(0, gh)), int(rng.integers(0, gw)))
+        need = gap * gap if tries < 200 else 1  # crowded grids (never seen) fall back to distinct cells
+        tries += 1
+        if all((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 >= need for q in seeds):
+            seeds.append(p)
+    wiggle = min(255, gap * gap // 2) if tries <= 200 else 0
+    yy, xx = np.indices((gh, gw), dtype=np.int32)
+    dist = np.empty((k, gh, gw), dtype=np.int32)
+    for j, (py, px) in enumerate(seeds):
+        coarse = rng.integers(0, wiggle + 1, size=(4, 4)).astype(np.uint8)
+        bump = np.asarray(Image.fromarray(coarse, "L").resize((gw, gh), Image.Resampling.BILINEAR), dtype=np.int32)
+        dist[j] = (yy - py) ** 2 + (xx - px) ** 2 + bump
+    labels = np.argmin(dist, axis=0)  # ties go to the lower index
+    counts = np.bincount(labels[:-1, :-1].ravel(), minlength=k)  # the cells the picture covers
+
+    canvas = Image.new("RGB", (w, h))
+    for j, name in enumerate(chosen):
+        if j == 0:
+            x0, y0, x1, y1, mask = 0, 0, w, h, None
+        else:
+            margin = dist[:j].min(axis=0) - dist[j]  # integers: exact
+            coarse = np.clip(128 + margin * 64 // gap, 0, 255).astype(np.uint8)
+            rows, cols = np.nonzero(coarse.any(axis=1))[0], np.nonzero(coarse.any(axis=0))[0]
+            # The pixels the upsampled mask can reach: a cell's value spreads over one cell each way.
+            x0, x1 = max(0, (int(cols[0]) - 1) * cell), min(w, (int(cols[-1]) + 2) * cell)
+            y0, y1 = max(0, (int(rows[0]) - 1) * cell), min(h, (int(rows[-1]) + 2) * cell)
+            mask = Image.fromarray(coarse, "L").resize((w, h), Image.Resampling.BILINEAR,
+                                                       box=(0, 0, w / cell, h / cell)).crop((x0, y0, x1, y1))
+        # A view only as large as its region's reach: a small region can take a photo at a denser scale.
+        photo = photos[name]
+        view = _photo_view(photo, x1 - x0, y1 - y0, rng).convert("RGB").point(_jitter_lut(photo.grey, rng))
+        canvas.paste(view, (x0, y0), mask)
+    total = int(counts.sum())
+    return canvas, tuple((name, int(n) / total) for name, n in zip(chosen, counts))
+
+
+def _natural_fill(name: str, fh: int, fw: int, rng: np.random.Generator) -> np.ndarray:
+    """RGB uint8 (fh, fw, 3) fill of one object: a view of a photo, its light and shade kept (stretched
+    about its mean) but its colour mostly replaced by the class colour (with per-object jitter)."""
+    photo = _photos()[_FILL_PHOTOS[int(rng.integers(0, len(_FILL_PHOTOS)))]]
+    view = _photo_view(photo, fw, fh, rng).convert("RGB")
+    colour = np.clip(np.asarray(_CLASS_STYLE[name][0]) + rng.integers(-20, 21, size=3), 0, 255)
+    keep = int(rng.integers(40, 97))  # of 256: how much of the photo's own colour shows through
+    luma = np.asarray(view.convert("L"), dtype=np.int32)
+    mean = int(luma.sum()) // luma.size  # integer sum: exact in any order
+    shade = np.clip(176 + (luma - mean) * 3 // 4, 48, 255)
+    tinted = shade[..., None] * colour[None, None, :] // 255
+    out = (tinted * (256 - keep) + np.asarray(view, dtype=np.int32) * keep + 128) >> 8
+    return out.astype(np.uint8)
+
+
+def _sensor_noise(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``rgb`` plus Gaussian noise of standard deviation sqrt(read^2 + gain * level) per channel and pixel."""
+    read, gain = float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.01, 0.06))
+    # x 16: with the x 16 quantiles, (quantile * scale) >> 8 is sigma(level) * N(0, 1) in levels.
+    scale = np.array([round(16 * math.sqrt(read * read + gain * v)) for v in range(256)], dtype=np.int16)
+    draws = rng.integers(0, 256, size=rgb.shape, dtype=np.uint8)
+    noise = (_NOISE_QUANTILES[draws] * scale[rgb] + 128) >> 8
+    return np.clip(rgb.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def _generate_natural(rng: np.random.Generator) -> SyntheticSample:
+    """The ``natural`` style: see the module docstring."""
+    long_side = int(rng.integers(SHORT_SIDE_PX, MAX_LONG_SIDE_PX + 1))
+    h, w = (SHORT_SIDE_PX, long_side) if rng.random() < 0.5 else (long_side, SHORT_SIDE_PX)
+    canvas, sources = _patchwork(h, w, rng)
+    # Pull the background's colours part of the way to grey (integer blend), so the photos' own saturated
+    # patches rarely pass for an object's colour cast.
+    grey = canvas.convert("L").convert("RGB")
+    canvas = Image.composite(canvas, grey, Image.new("L", (w, h), int(rng.integers(140, 240))))
+
+    occupancy = _Occupancy(h, w)
+    pad = _FEATHER_PAD
+    for _ in range(int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))):
+        cls, ow, oh, mask = _object_geometry(w, h, rng)
+        fill = _natural_fill(CLASS_NAMES[cls], oh + 2 * pad, ow + 2 * pad, rng)
+        feather = float(rng.uniform(0.4, 1.0))
+        at = occupancy.place(cls, mask, rng)
+        if at is None:
+            continue
+        x, y = at
+        hard = np.pad(np.where(mask, np.uint8(255), np.uint8(0)), pad)
+        alpha = Image.fromarray(hard, "L").filter(ImageFilter.BoxBlur(feather))
+        canvas.paste(Image.fromarray(fill, "RGB"), (x - pad, y - pad), alpha)  # clipped at the borders
+
+    if rng.random() < 0.35:  # optics: some pictures are slightly soft
+        canvas = canvas.filter(ImageFilter.BoxBlur(float(rng.uniform(0.3, 0.6))))
+    rgb = _sensor_noise(np.asarray(canvas, dtype=np.uint8), rng)
+    return SyntheticSample(rgb, occupancy.objects(), sources)
+
+
+def generate_sample(seed: int, split: str, index: int, style: str = "shapes") -> SyntheticSample:
+    """Picture ``index`` of ``split`` for ``seed`` in ``style``, with its objects and background sources.
+
+    A pure function of its arguments (see the module docstring); ``index`` may be any non-negative int.
+
+    Raises:
+        ValueError: unknown split or style.
+        ImportError, RuntimeError: the natural style's photos (scikit-image) are missing.
+    """
+    rng = _rng(seed, split, index, style)
+    return _generate_natural(rng) if style == "natural" else _generate_shapes(rng)
+
+
+def generate_image(seed: int, split: str, index: int,
+                   style: str = "shapes") -> tuple[np.ndarray, list[SyntheticObject]]:
+    """Picture ``index`` of ``split`` for ``seed`` in ``style``: RGB uint8 (H, W, 3) and its objects.
+
+    A pure function of its arguments (see the module docstring); ``index`` may be any non-negative int.
+    """
+    sample = generate_sample(seed, split, index, style)
+    return sample.rgb, sample.objects
 
 
 def coco_categories() -> list[dict]:
@@ -262,13 +620,21 @@ def coco_categories() -> list[dict]:
     return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)]
 
 
-def write_split(folder: str | Path, *, seed: int, split: str, size: int) -> Path:
-    """Generate ``size`` pictures of ``split`` as a COCO folder at ``folder`` (atomic; kept if present).
+def generator_version(style: str = "shapes") -> int:
+    """The generator version of ``style`` (GENERATOR_VERSION or NATURAL_GENERATOR_VERSION)."""
+    return NATURAL_GENERATOR_VERSION if _check_style(style) == "natural" else GENERATOR_VERSION
+
+
+def write_split(folder: str | Path, *, seed: int, split: str, size: int, style: str = "shapes") -> Path:
+    """Generate ``size`` pictures of ``split`` in ``style`` as a COCO folder at ``folder`` (atomic; kept if
+    present).
 
     Layout: ``folder/annotations.json`` and ``folder/images/{index:06d}.png``; image ids are
     ``index + 1``. The folder is built beside its final place and renamed in one step, so a reader
-    never sees half a split; an existing folder is taken as complete and left alone.
+    never sees half a split; an existing folder is taken as complete and left alone. The JSON's ``info``
+    names the style unless it is ``shapes`` (whose files stay byte for byte those of before styles).
     """
+    _check_style(style)
     folder = Path(folder).expanduser()
     if (folder / "annotations.json").is_file():
         return folder
@@ -280,7 +646,7 @@ def write_split(folder: str | Path, *, seed: int, split: str, size: int) -> Path
         (tmp / "images").mkdir()
         images, annotations = [], []
         for index in range(size):
-            rgb, objects = generate_image(seed, split, index)
+            rgb, objects = generate_image(seed, split, index, style)
             name = f"images/{index:06d}.png"
             Image.fromarray(rgb, "RGB").save(tmp / name, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
             image_id = index + 1
@@ -291,13 +657,12 @@ def write_split(folder: str | Path, *, seed: int, split: str, size: int) -> Path
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                     "category_id": obj.class_index + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
                                     "area": obj.area, "iscrowd": 0})
-        doc = {
-            "info": {"description": "vcm_eval synthetic detection set", "generator_version": GENERATOR_VERSION,
-                     "seed": int(seed), "split": split, "size": int(size)},
-            "images": images,
-            "annotations": annotations,
-            "categories": coco_categories(),
-        }
+        info = {"description": "vcm_eval synthetic detection set"}
+        if style != "shapes":
+            info["style"] = style
+        info.update({"generator_version": generator_version(style), "seed": int(seed), "split": split,
+                     "size": int(size)})
+        doc = {"info": info, "images": images, "annotations": annotations, "categories": coco_categories()}
         (tmp / "annotations.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n", encoding="utf-8")
         try:
             os.rename(tmp, folder)
@@ -319,9 +684,14 @@ def default_root() -> Path:
     return Path(cache).expanduser() / "vcm_eval" / "synthetic"
 
 
-def split_folder(root: str | Path, *, seed: int, split: str, size: int) -> Path:
-    """Where a split lives under ``root``: one folder per (generator version, seed, split, size)."""
-    return Path(root).expanduser() / f"v{GENERATOR_VERSION}-seed{seed}" / f"{split}-{size}"
+def split_folder(root: str | Path, *, seed: int, split: str, size: int, style: str = "shapes") -> Path:
+    """Where a split lives under ``root``: one folder per (style, generator version, seed, split, size).
+
+    ``shapes`` keeps its original ``v{version}-seed{seed}`` folders (old runs find their sets); other
+    styles are ``{style}-v{version}-seed{seed}``.
+    """
+    prefix = "" if _check_style(style) == "shapes" else f"{style}-"
+    return Path(root).expanduser() / f"{prefix}v{generator_version(style)}-seed{seed}" / f"{split}-{size}"
 
 
 class SyntheticDataset(CocoDataset):
@@ -333,6 +703,7 @@ class SyntheticDataset(CocoDataset):
         root: cache folder; ``None`` = :func:`default_root`.
         seed: generator seed.
         size: pictures in the split; ``None`` = 200 for val, 8000 for train.
+        style: ``"shapes"`` (the original flat shapes) or ``"natural"`` (photographic; needs scikit-image).
 
     Example::
 
@@ -342,31 +713,38 @@ class SyntheticDataset(CocoDataset):
     """
 
     def __init__(self, split: str = "val", num_images: int | None = None, root: str | Path | None = None,
-                 seed: int = 0, size: int | None = None) -> None:
+                 seed: int = 0, size: int | None = None, style: str = "shapes") -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown synthetic split {split!r}; choose one of {sorted(SPLITS)}")
+        _check_style(style)
         size = DEFAULT_SPLIT_SIZE[split] if size is None else int(size)
         if num_images is not None and num_images > size:
             raise ValueError(f"synthetic {split} split has {size} pictures but {num_images} were asked for; "
                              f"raise dataset.size to at least {num_images}")
-        self.seed, self.split, self.size = int(seed), split, size
-        folder = split_folder(root if root is not None else default_root(), seed=seed, split=split, size=size)
+        self.seed, self.split, self.size, self.style = int(seed), split, size, style
+        folder = split_folder(root if root is not None else default_root(), seed=seed, split=split, size=size,
+                              style=style)
         if not (folder / "annotations.json").is_file():
-            log.info("generating synthetic %s split (%d pictures, seed %d) into %s", split, size, seed, folder)
-        write_split(folder, seed=seed, split=split, size=size)
+            log.info("generating synthetic %s split (%d pictures, seed %d, style %s) into %s", split, size, seed,
+                     style, folder)
+        write_split(folder, seed=seed, split=split, size=size, style=style)
         super().__init__(annotations=folder / "annotations.json", images=folder, num_images=num_images,
                          name=f"synthetic-{split}")
 
     def fingerprint(self, record: ImageRecord) -> str:
         """sha256 of the decoded pixels (shape-prefixed): the same on every machine, unlike PNG bytes,
-        which depend on the zlib that Pillow bundles."""
-        import hashlib
-
+        which depend on the zlib that Pillow bundles. Content alone: pictures of different styles differ
+        in their pixels, and equal pixels may share cached results whatever made them."""
         rgb = read_image(record.path)
         h = hashlib.sha256(f"{rgb.shape[0]}x{rgb.shape[1]}x3:".encode())
         h.update(rgb.tobytes())
         return h.hexdigest()
 
     def identity(self) -> dict:
-        return {**super().identity(), "generator_version": GENERATOR_VERSION, "seed": self.seed,
-                "split": self.split, "size": self.size}
+        """Name, annotation file, picture count, generator version, seed, split, size, and the style unless
+        it is ``shapes`` (so results of the shapes set keep the identity they had before styles)."""
+        ident = {**super().identity(), "generator_version": generator_version(self.style), "seed": self.seed,
+                 "split": self.split, "size": self.size}
+        if self.style != "shapes":
+            ident["style"] = self.style
+        return ident
