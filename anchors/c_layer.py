@@ -6,7 +6,8 @@ its own:
 1. min-max quantised to N bits (10 by default) with one (min, max) pair per level;
 2. packed, channel by channel in index order, into one monochrome picture (16 x 16 tiles for 256
    channels);
-3. coded as a 4:0:0 picture with the CTC's codec (All-Intra, fixed QP);
+3. coded as a 4:0:0 picture with the CTC's codec (All-Intra, fixed QP: the rate point, plus an optional
+   per-level offset, ``qp_offsets``, none in the CTC's anchor);
 
 and the receiver decodes, unpacks and dequantises each level and runs the rest of the network on
 the reconstructions. Coding error of a coarse level reaches every finer level through the FPN's
@@ -15,7 +16,8 @@ top-down sums — the weakness the compensation proposal addresses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,9 @@ class CLayerAnchor(FeatureCodingMethod):
         rate_points: QPs of the CTC.
         bit_depth: quantiser and picture bit depth (10 in the CTC).
         levels: levels coded, coarse to fine; every level the model's decoder needs.
+        qp_offsets: per-level QP offsets, ``{"c2": -3, "c5": 2}``: level ``l`` is coded at rate point
+            ``+ qp_offsets[l]`` (0 for levels not named). Empty (the CTC's anchor) leaves the entry's identity,
+            and so every cache key and result, as they were before offsets existed.
 
     Example::
 
@@ -52,9 +57,33 @@ class CLayerAnchor(FeatureCodingMethod):
     """
 
     def __init__(self, *, name: str = "c_layer", rate_points: Sequence[int], bit_depth: int = 10,
-                 levels: Sequence[str] = ("c5", "c4", "c3", "c2")) -> None:
+                 levels: Sequence[str] = ("c5", "c4", "c3", "c2"), qp_offsets: Mapping[str, int] | None = None
+                 ) -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
         self.levels = list(levels)
+        offsets = {str(k): int(v) for k, v in (qp_offsets or {}).items()}
+        unknown = sorted(set(offsets) - set(self.levels))
+        if unknown:
+            raise ValueError(f"{name}: qp_offsets name levels {unknown} that are not coded ({self.levels})")
+        self._qp_offsets = {k: v for k, v in offsets.items() if v != 0}
+
+    @property
+    def qp_offsets(self) -> dict[str, int]:
+        """Non-zero per-level QP offsets."""
+        return dict(self._qp_offsets)
+
+    def level_qp(self, level: str, rate_point: int) -> int:
+        """QP of ``level`` at ``rate_point``: ``rate_point + qp_offsets.get(level, 0)``."""
+        return int(rate_point) + self._qp_offsets.get(level, 0)
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments; ``qp_offsets`` only when some level has one, so that the plain anchor's
+        identity (a part of every cache key) is what it was before offsets existed."""
+        params = super().params()
+        params.pop("qp_offsets", None)
+        if self._qp_offsets:
+            params["qp_offsets"] = dict(sorted(self._qp_offsets.items()))
+        return params
 
     def code_level(self, level: str, feature_map: np.ndarray, qp: int, coder: CachedCodec, *,
                    label: str) -> tuple[CodedLevel, np.ndarray]:
@@ -77,6 +106,7 @@ class CLayerAnchor(FeatureCodingMethod):
             decode_s=decode_s,
             from_cache=stored.from_cache,
             command=stored.command,
+            qp=int(qp),
         )
         return record, reconstruction
 
@@ -97,7 +127,8 @@ class CLayerAnchor(FeatureCodingMethod):
                              f"the model gives {sorted(features.layers)}")
         levels = {}
         for level in self.levels:
-            levels[level], _ = self.code_level(level, features.layers[level], rate_point, coder, label=label)
+            levels[level], _ = self.code_level(level, features.layers[level], self.level_qp(level, rate_point),
+                                               coder, label=label)
         return CodedFeatures(self.name, rate_point, features.meta, levels,
                              feature_side_info_bits(len(levels)), coder.identity())
 

@@ -14,7 +14,7 @@ and reports that also compensating C2 lowered performance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from anchors.c_layer import CLayerAnchor
 from vcm_eval.codecs.cache import CachedCodec
@@ -35,12 +35,15 @@ class CompensationProposal(CLayerAnchor):
         levels: coding order, coarse to fine (``c5, c4, c3, c2``).
         compensated_levels: levels that receive the upsampled error of the level coded just before
             them; the paper's default is ``[c4, c3]``, ``c2`` is an option.
+        qp_offsets: per-level QP offsets, as for the anchor (none in the paper).
     """
 
     def __init__(self, *, name: str = "compensation", rate_points: Sequence[int], bit_depth: int = 10,
                  levels: Sequence[str] = ("c5", "c4", "c3", "c2"),
-                 compensated_levels: Sequence[str] = ("c4", "c3")) -> None:
-        super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth, levels=levels)
+                 compensated_levels: Sequence[str] = ("c4", "c3"), qp_offsets: Mapping[str, int] | None = None
+                 ) -> None:
+        super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth, levels=levels,
+                         qp_offsets=qp_offsets)
         unknown = [lv for lv in compensated_levels if lv not in self.levels]
         if unknown:
             raise ValueError(f"{name}: compensated_levels {unknown} are not among the coded levels {self.levels}")
@@ -58,7 +61,8 @@ class CompensationProposal(CLayerAnchor):
                 coded_input = add_upsampled_error(original, previous_error)
             else:
                 coded_input = original
-            levels[level], reconstruction = self.code_level(level, coded_input, rate_point, coder, label=label)
+            levels[level], reconstruction = self.code_level(level, coded_input, self.level_qp(level, rate_point),
+                                                            coder, label=label)
             previous_error = coding_error(coded_input, reconstruction)
         return CodedFeatures(self.name, rate_point, features.meta, levels,
                              feature_side_info_bits(len(levels)), coder.identity())

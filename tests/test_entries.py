@@ -146,3 +146,37 @@ def test_entry_identity_ignores_name_and_qps_but_not_method():
     c = CompensationProposal(name="a", rate_points=[1, 2], compensated_levels=["c4", "c3", "c2"]).identity()
     assert a == b and a != c
     assert a["compensated_levels"] == ["c4", "c3"]
+
+
+class RecordingCodec(NoiseCodec):
+    """A NoiseCodec that records the QP of every picture it is asked to code, by level."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.qps: dict[str, list[int]] = {}
+
+    def encode(self, frame, qp, *, label=""):
+        level = next(lv for lv in LEVELS if f" {lv} " in label)
+        self.qps.setdefault(level, []).append(qp)
+        return super().encode(frame, qp, label=label)
+
+
+@pytest.mark.parametrize("cls", [CLayerAnchor, CompensationProposal])
+def test_per_level_qp_offsets_reach_the_codec_and_the_records(coder_for, cls):
+    codec = RecordingCodec()
+    entry = cls(name="e", rate_points=[40], qp_offsets={"c2": -3, "c5": 2})
+    coded = entry.encode(make_features(), 40, coder_for(codec), label="image 1")
+    assert codec.qps == {"c5": [42], "c4": [40], "c3": [40], "c2": [37]}
+    assert {lv: rec.qp for lv, rec in coded.levels.items()} == {"c5": 42, "c4": 40, "c3": 40, "c2": 37}
+    assert CodedFeatures.from_dict(coded.to_dict()).levels["c2"].qp == 37
+    assert entry.identity()["qp_offsets"] == {"c2": -3, "c5": 2}
+
+
+def test_default_offsets_keep_the_identity_the_cache_keys_depend_on():
+    # the identity an anchor had before per-level QPs existed (part of every coded/detection cache key)
+    before = {"class": "anchors.c_layer.CLayerAnchor", "bit_depth": 10, "levels": ["c5", "c4", "c3", "c2"]}
+    for offsets in (None, {}, {"c2": 0, "c4": 0}):
+        assert CLayerAnchor(name="c_layer", rate_points=[41], qp_offsets=offsets).identity() == before
+    assert "qp_offsets" not in CompensationProposal(rate_points=[41]).identity()
+    with pytest.raises(ValueError, match="c6"):
+        CLayerAnchor(rate_points=[41], qp_offsets={"c6": 1})

@@ -113,6 +113,21 @@ def test_main_job_writes_every_result_file_and_an_mlflow_run(tmp_path, data_root
             assert (out / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
 
 
+def test_per_level_qps_are_recorded_and_offsets_leave_plain_results_alone(tmp_path, data_root):
+    plain = run(compose_cfg(tmp_path, data_root), tmp_path / "a")
+    shifted = run(compose_cfg(tmp_path, data_root, "anchor.c_layer.qp_offsets={c2:-2,c5:3}"), tmp_path / "b")
+    for outcome, offsets in ((plain, {}), (shifted, {"c2": -2, "c5": 3})):
+        for table in (outcome.per_image, outcome.summary):
+            rows = table[table["entry"] == "c_layer"]
+            for level in ("c2", "c3", "c4", "c5"):
+                assert (rows[f"qp_{level}"] == rows["qp"] + offsets.get(level, 0)).all(), level
+    # c3 and c4 are coded at the same QP in both runs: the same bitstreams, shared through the cache
+    a, b = (o.per_image[o.per_image["entry"] == "c_layer"].reset_index(drop=True) for o in (plain, shifted))
+    assert (a["bits_c3"] == b["bits_c3"]).all() and (a["bits_c4"] == b["bits_c4"]).all()
+    assert (a["bits_c2"] < b["bits_c2"]).all()
+    assert b["from_cache"].eq(False).all() and not b["computed_now"].eq(False).any()
+
+
 def test_proposal_none_runs_the_anchor_alone_and_reuses_its_results(tmp_path, data_root):
     first = run(compose_cfg(tmp_path, data_root), tmp_path / "a")
     assert set(first.summary["entry"]) == {"uncompressed", "c_layer"}

@@ -35,6 +35,8 @@ class CodedLevel:
         encode_s, decode_s: wall time of the codec calls (encode 0 when the bitstream came from the cache).
         from_cache: no encoder ran for this level in this task.
         command: the encoder command line or options, as recorded with the bitstream.
+        qp: the QP this level was coded at (the rate point plus the entry's offset for the level);
+            ``None`` in records written before per-level QPs existed, where it was the rate point.
     """
 
     level: str
@@ -47,6 +49,7 @@ class CodedLevel:
     decode_s: float
     from_cache: bool
     command: list[str] | None = None
+    qp: int | None = None
 
     @property
     def num_bits(self) -> int:

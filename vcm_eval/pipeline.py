@@ -506,7 +506,8 @@ class Sweep:
     def collect(self, timings: dict[str, dict] | None = None) -> SweepResults:
         """Load every result of the sweep from the store into per-(image, entry, QP) rows.
 
-        Row columns: ``image_id, entry, role, qp, num_bits, bpp, bits_<level>, side_info_bits,
+        Row columns: ``image_id, entry, role, qp, num_bits, bpp, bits_<level>, qp_<level>`` (the QP each
+        level was coded at: ``qp`` plus the entry's offset for it), ``side_info_bits,
         psnr_<level>, topdown_psnr_<level>, nn_part_1_s, encode_s, decode_s, nn_part_2_s, worker,
         from_cache`` (no encoder ran when the bitstreams were made: another entry or run had coded the
         same pictures), ``queue_s, run_s`` (this invocation's task timings, empty for reused results),
@@ -556,6 +557,8 @@ class Sweep:
                         row.update(num_bits=coded.num_bits, bpp=bits_per_pixel(coded.num_bits, original_size))
                         for level, record in sorted(coded.levels.items()):
                             row[f"bits_{level}"] = record.num_bits
+                        for level, record in sorted(coded.levels.items()):
+                            row[f"qp_{level}"] = qp if record.qp is None else record.qp
                         row["side_info_bits"] = coded.side_info_bits
                         for level, record in sorted(coded.levels.items()):
                             row[f"psnr_{level}"] = record.psnr_db

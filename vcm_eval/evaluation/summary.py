@@ -21,7 +21,7 @@ def summarize(per_image: pd.DataFrame, detections: Mapping[tuple[str, int | None
     """One row per (entry, QP), plus the uncompressed reference (QP empty).
 
     Columns: ``entry, role, qp, num_images, num_bits`` (mean per image), ``avg_bpp`` (mean of the
-    per-image bpp), the evaluator's metrics (``map_50``, ...), per-level mean bits and PSNR, and the
+    per-image bpp), the evaluator's metrics (``map_50``, ...), per-level QPs, mean bits and PSNR, and the
     per-stage wall times summed over images.
     """
     rows = []
@@ -31,6 +31,9 @@ def summarize(per_image: pd.DataFrame, detections: Mapping[tuple[str, int | None
         row = {"entry": entry, "role": group["role"].iloc[0], "qp": qp_value, "num_images": len(group),
                "num_bits": _mean(group.get("num_bits")), "avg_bpp": _mean(group.get("bpp"))}
         row.update({k: v for k, v in metrics.items() if np.isscalar(v)})
+        for column in sorted(group.columns):
+            if column.startswith("qp_") and group[column].notna().any():
+                row[column] = int(group[column].dropna().iloc[0])  # one QP per level and rate point
         for column in sorted(group.columns):
             if column.startswith(("bits_", "side_info_bits")):
                 row[column] = _mean(group[column])

@@ -95,8 +95,11 @@ def log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mappin
                           "mlflow.parentRunId": parent.info.run_id}
             child = client.create_run(exp.experiment_id, start_time=start_ms, tags=child_tags, run_name=str(entry))
             run_ids.append(child.info.run_id)
+            ordered = rows.sort_values("qp")
+            level_qps = [Param(f"qps_{c[3:]}", ",".join(str(int(q)) for q in ordered[c]))  # actual QP per level
+                         for c in ordered.columns if c.startswith("qp_") and ordered[c].notna().all()]
             client.log_batch(child.info.run_id,
-                             params=[Param("qps", ",".join(str(int(q)) for q in sorted(rows["qp"])))])
+                             params=[Param("qps", ",".join(str(int(q)) for q in ordered["qp"])), *level_qps])
             metrics = []
             for _, row in rows.iterrows():
                 step = int(row["qp"])

@@ -23,7 +23,7 @@ _ENTRY_COLUMNS = ["qp", "num_images", "num_bits", "avg_bpp"]
 
 def _entry_sheet(summary: pd.DataFrame, entry: str, metric_columns: list[str]) -> pd.DataFrame:
     rows = summary[summary["entry"] == entry].sort_values("qp")
-    extra = [c for c in rows.columns if c.startswith(("bits_", "side_info_bits", "psnr_", "topdown_psnr_"))]
+    extra = [c for c in rows.columns if c.startswith(("qp_", "bits_", "side_info_bits", "psnr_", "topdown_psnr_"))]
     times = [c for c in ("nn_part_1_s", "encode_s", "decode_s", "nn_part_2_s") if c in rows.columns]
     columns = [c for c in _ENTRY_COLUMNS + metric_columns + extra + times if c in rows.columns]
     return rows[columns].dropna(axis=1, how="all").reset_index(drop=True)
@@ -92,7 +92,7 @@ _COLUMN_FORMATS: list[tuple[str, str]] = [
     (r"^(num_bits|bits_.*|side_info_bits)$", BITS_FORMAT),
     (r"_s$", SECONDS_FORMAT),
     (r"(^|_)psnr(_|$)", PSNR_FORMAT),
-    (r"(^|\s)(qp|num_images|num_detections|width|height)$", INTEGER_FORMAT),
+    (r"(^|\s)(qp|qp_c\d|num_images|num_detections|width|height)$", INTEGER_FORMAT),
 ]
 
 #: how each format displays a number, to size the columns (an approximation of Excel's rendering).
