@@ -14,6 +14,7 @@ Constructing it without Detectron2 raises :class:`Detectron2UnavailableError`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,14 +83,19 @@ class Detectron2SplitModel(SplitModel):
         self.name = f"detectron2/{self.zoo.zoo_name}"
         self.class_names = self.zoo.class_names
 
-    @torch.no_grad()
-    def encode(self, image: np.ndarray) -> SplitFeatures:
+    def _preprocess(self, image: np.ndarray) -> Any:
+        """RGB uint8 picture -> Detectron2's normalised, padded ``ImageList``, as ``DefaultPredictor`` makes it."""
         check_image(image)
         picture = image[:, :, ::-1] if self.input_format == "BGR" else image
         height, width = picture.shape[:2]
         resized = self.aug.get_transform(picture).apply_image(picture)
         tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
-        images = self.model.preprocess_image([{"image": tensor, "height": height, "width": width}])
+        return self.model.preprocess_image([{"image": tensor, "height": height, "width": width}])
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> SplitFeatures:
+        images = self._preprocess(image)
+        height, width = image.shape[:2]
         fpn = self.model.backbone
         res = fpn.bottom_up(images.tensor)
         layers = {f"c{k}": getattr(fpn, f"fpn_lateral{k}")(res[f"res{k}"])[0].cpu().numpy() for k in (2, 3, 4, 5)}
@@ -126,11 +132,8 @@ class Detectron2SplitModel(SplitModel):
         """
         from detectron2.modeling.postprocessing import detector_postprocess
 
-        picture = image[:, :, ::-1] if self.input_format == "BGR" else image
-        height, width = picture.shape[:2]
-        resized = self.aug.get_transform(picture).apply_image(picture)
-        tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
-        images = self.model.preprocess_image([{"image": tensor, "height": height, "width": width}])
+        images = self._preprocess(image)
+        height, width = image.shape[:2]
         fpn = self.model.backbone
         captured: dict[str, torch.Tensor] = {}
         hooks = [getattr(fpn, f"fpn_lateral{k}").register_forward_hook(
