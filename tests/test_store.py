@@ -82,3 +82,14 @@ def test_truncated_bitstream_in_the_store_is_an_error_naming_it(tmp_path):
         f.truncate(stored.num_bytes // 2)
     with pytest.raises(CodecError, match=rf"{stored.key}\.bin: bitstream has \d+ bytes but was written with"):
         coder.decode(stored.key, frame)
+
+
+def test_delete_removes_one_object_and_tolerates_a_missing_one(tmp_path):
+    store = Store(tmp_path)
+    store.write_arrays("clayers", "ab12", {"c2": np.zeros((2, 3, 4), np.float32)})
+    store.write_json("coded", "ab12", {"x": 1})
+    usage = store.disk_usage()
+    assert set(usage) == {"clayers", "coded"} and usage["clayers"] > 2 * 3 * 4 * 4
+    assert store.delete("clayers", "ab12", ".npz") and not store.exists("clayers", "ab12", ".npz")
+    assert not store.delete("clayers", "ab12", ".npz")  # a second driver, or a resumed one, may try again
+    assert store.disk_usage()["clayers"] == 0 and store.read_json("coded", "ab12") == {"x": 1}

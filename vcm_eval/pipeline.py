@@ -13,6 +13,13 @@ graph up front, skips every task whose outputs already exist, and hands the rest
 So an interrupted sweep resumes where it stopped, the anchor's results are reused by every later
 proposal run at the same configuration, and the executor (in-process, process pool, Dask) is a
 configuration choice that cannot change a number.
+
+The C-layers are the bulk of the store (float32 maps of every picture). With
+``store.keep_features=until_done`` (:class:`Retention`) the driver deletes a picture's C-layers as soon
+as every task that reads them has finished, and lets only a bounded number of pictures hold C-layers at
+once; a picture whose C-layers are gone while some of its work is not done gets its extract task
+again. Every number is the same as with ``all``: the tasks that need the uncoded C-layers (per-level
+PSNR in the coding task, top-down PSNR in the detection task) store what they measure in their outputs.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
@@ -44,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: pseudo-entry name of the detections on uncoded C-layers (the reference line of every plot).
 UNCOMPRESSED = "uncompressed"
+
+#: A stored object, as the store names it: ``(kind, key, suffix)``.
+Obj = tuple[str, str, str]
 
 
 # --------------------------------------------------------------------------- worker-side helpers
@@ -131,6 +142,35 @@ def _meta_arrays(meta: SplitMeta) -> dict[str, np.ndarray]:
             for k in ("original_size", "input_size", "padded_size")}
 
 
+def clayer_arrays(features: SplitFeatures, nn_part_1_s: float) -> dict[str, np.ndarray]:
+    """What the store keeps of one picture's C-layers: the maps, their geometry, the encoder-side time."""
+    return {**features.layers, **_meta_arrays(features.meta), "nn_part_1_s": np.asarray(nn_part_1_s)}
+
+
+def uncompressed_record(image_id: str, features: SplitFeatures, detections: Detections, nn_part_1_s: float,
+                        nn_part_2_s: float) -> dict:
+    """The stored result of the detector on uncoded C-layers (written by :func:`extract_task`)."""
+    return {"image_id": image_id, "entry": UNCOMPRESSED, "detections": detections.to_dict(),
+            "nn_part_1_s": nn_part_1_s, "nn_part_2_s": nn_part_2_s,
+            "original_size": list(features.meta.original_size)}
+
+
+def detection_record(image_id: str, entry_name: str, coded: CodedFeatures, detections: Detections, decode_s: float,
+                     nn_part_2_s: float, topdown_psnr_db: dict[str, float]) -> dict:
+    """The stored result of the receiver on one coded picture (written by :func:`detect_task`)."""
+    return {"image_id": image_id, "entry": entry_name, "qp": coded.rate_point,
+            "detections": detections.to_dict(), "decode_s": decode_s, "nn_part_2_s": nn_part_2_s,
+            "topdown_psnr_db": topdown_psnr_db, "original_size": list(coded.meta.original_size)}
+
+
+def image_record(image_id: str, entry_name: str, qp: int, detections: Detections, nn_part_2_s: float, coding: dict,
+                 picture_shape: Sequence[int]) -> dict:
+    """The stored result of an image-coding entry on one picture (written by :func:`image_task`)."""
+    return {"image_id": image_id, "entry": entry_name, "qp": qp, "detections": detections.to_dict(),
+            "nn_part_2_s": nn_part_2_s, "coding": coding,
+            "original_size": [int(picture_shape[0]), int(picture_shape[1])]}
+
+
 def load_features(store: Store, key: str) -> tuple[SplitFeatures, float]:
     """C-layers stored by :func:`extract_task`, and the encoder-side network time that made them."""
     arrays = store.read_arrays("clayers", key)
@@ -152,18 +192,14 @@ def extract_task(rt: Runtime, image: ImageRef, clayers_key: str, detections_key:
         t0 = time.perf_counter()
         features = model.encode(picture)
         nn_part_1_s = time.perf_counter() - t0
-        store.write_arrays("clayers", clayers_key, {**features.layers, **_meta_arrays(features.meta),
-                                                    "nn_part_1_s": np.asarray(nn_part_1_s)})
+        store.write_arrays("clayers", clayers_key, clayer_arrays(features, nn_part_1_s))
     else:
         features, nn_part_1_s = load_features(store, clayers_key)
     if not store.exists("detections", detections_key, ".json"):
         t0 = time.perf_counter()
         detections = model.decode(features)
-        store.write_json("detections", detections_key, {
-            "image_id": image.image_id, "entry": UNCOMPRESSED, "detections": detections.to_dict(),
-            "nn_part_1_s": nn_part_1_s, "nn_part_2_s": time.perf_counter() - t0,
-            "original_size": list(features.meta.original_size),
-        })
+        store.write_json("detections", detections_key, uncompressed_record(
+            image.image_id, features, detections, nn_part_1_s, time.perf_counter() - t0))
     return _timing(start)
 
 
@@ -194,12 +230,8 @@ def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, en
         detections = rt.task_model().decode(reconstruction)
         nn_part_2_s = time.perf_counter() - t0
         original, _ = load_features(store, clayers_key)
-        store.write_json("detections", detections_key, {
-            "image_id": image_id, "entry": entry.name, "qp": coded.rate_point,
-            "detections": detections.to_dict(), "decode_s": decode_s, "nn_part_2_s": nn_part_2_s,
-            "topdown_psnr_db": topdown_psnr(original, reconstruction),
-            "original_size": list(coded.meta.original_size),
-        })
+        store.write_json("detections", detections_key, detection_record(
+            image_id, entry.name, coded, detections, decode_s, nn_part_2_s, topdown_psnr(original, reconstruction)))
     return _timing(start)
 
 
@@ -212,11 +244,8 @@ def image_task(rt: Runtime, image: ImageRef, entry: ImageCodingMethod, qp: int, 
         decoded, record = entry.code(picture, qp, rt.coder, label=f"image {image.image_id} [{entry.name}]")
         t0 = time.perf_counter()
         detections = rt.task_model().detect(decoded)
-        store.write_json("detections", detections_key, {
-            "image_id": image.image_id, "entry": entry.name, "qp": qp, "detections": detections.to_dict(),
-            "nn_part_2_s": time.perf_counter() - t0, "coding": record,
-            "original_size": [int(picture.shape[0]), int(picture.shape[1])],
-        })
+        store.write_json("detections", detections_key, image_record(
+            image.image_id, entry.name, qp, detections, time.perf_counter() - t0, record, picture.shape))
     return _timing(start)
 
 
@@ -235,14 +264,160 @@ def topdown_psnr(original: SplitFeatures, reconstruction: SplitFeatures) -> dict
 
 @dataclass
 class Node:
-    """One task of the sweep graph."""
+    """One task of the sweep graph.
+
+    Attributes:
+        outputs: what the task writes and a finished task leaves in the store.
+        deps: keys of the nodes that must finish first.
+        transient: what the task writes that is needed only until every node that ``reads`` it has
+            finished (C-layers under ``until_done``): the driver deletes it then, and a missing transient
+            output makes the task unfinished again only while a reader of it is unfinished.
+        reads: transient outputs of other nodes this task reads.
+    """
 
     key: str
     describe: str
     fn: Callable[..., dict]
     args: tuple
-    outputs: list[tuple[str, str, str]]
+    outputs: list[Obj]
     deps: list[str] = field(default_factory=list)
+    transient: list[Obj] = field(default_factory=list)
+    reads: list[Obj] = field(default_factory=list)
+
+
+#: ``store.keep_features`` values. There is no ``none``: the coding and detection tasks that read a
+#: picture's C-layers are separate tasks (on other workers, possibly other machines), so the C-layers
+#: must be stored once; ``until_done`` already deletes them as soon as the last of those tasks is done.
+KEEP_FEATURES = ("all", "until_done")
+
+#: ``until_done`` with ``pictures_in_flight`` null lets max(2 x workers, this) pictures hold C-layers at
+#: once: enough ready tasks for every worker (each picture brings one coding chain per entry and QP), also
+#: where the executor cannot tell how many workers will join (dask-jobqueue scales after the start).
+MIN_PICTURES_IN_FLIGHT = 64
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What the sweep keeps of the C-layers (the config's ``store`` block).
+
+    Attributes:
+        keep_features: ``all`` keeps every picture's C-layers (a later run with another entry reuses
+            them); ``until_done`` deletes a picture's C-layers once every coding and detection task
+            reading them has finished successfully (bitstreams, coded records and detections stay).
+        pictures_in_flight: under ``until_done``, how many pictures may hold C-layers at once, which
+            bounds the store's peak; None = ``max(2 x executor workers, MIN_PICTURES_IN_FLIGHT)``.
+    """
+
+    keep_features: str = "all"
+    pictures_in_flight: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_features not in KEEP_FEATURES:
+            hint = (" ('none' is what until_done does: C-layers are written once for the tasks that read "
+                    "them, and deleted when the last of them finishes)") if self.keep_features == "none" else ""
+            raise ValueError(f"store.keep_features={self.keep_features!r}: use one of {list(KEEP_FEATURES)}{hint}")
+        if self.pictures_in_flight is not None and int(self.pictures_in_flight) < 1:
+            raise ValueError(f"store.pictures_in_flight={self.pictures_in_flight}: use a positive number or null")
+
+    @classmethod
+    def of(cls, value: Retention | Mapping[str, Any] | None) -> Retention:
+        """A :class:`Retention` from the config's ``store`` block (None = keep everything)."""
+        if value is None or isinstance(value, Retention):
+            return value or cls()
+        known = {k: value[k] for k in ("keep_features", "pictures_in_flight") if value.get(k) is not None}
+        return cls(**known)
+
+    @property
+    def transient(self) -> bool:
+        """True when C-layers are deleted once done with."""
+        return self.keep_features != "all"
+
+    def window(self, workers: int) -> int:
+        """How many pictures may hold C-layers at once on an executor of ``workers`` workers."""
+        if self.pictures_in_flight is not None:
+            return int(self.pictures_in_flight)
+        return max(2 * int(workers), MIN_PICTURES_IN_FLIGHT)
+
+
+def finished_nodes(nodes: Sequence[Node], exists: Callable[[Obj], bool]) -> set[str]:
+    """Keys of the nodes whose work is in the store.
+
+    A node is finished when all its outputs exist and each transient output either exists or has no
+    unfinished reader: deleted C-layers of a picture that is done are no work to redo, but they are
+    needed again as soon as one task reading them is not done (an interrupted sweep, a new entry).
+    """
+    finished = {n.key for n in nodes if all(exists(o) for o in n.outputs)}
+    wanted = {o for n in nodes if n.key not in finished for o in n.reads}
+    return {n.key for n in nodes
+            if n.key in finished and all(o not in wanted or exists(o) for o in n.transient)}
+
+
+class TransientTracker:
+    """The driver's book of transient outputs (C-layers under ``until_done``) during one sweep.
+
+    An object is *live* from the submission of its producer (from the start, if the producer is already
+    done) until its producer and every unfinished reader have finished or failed. It may be deleted then
+    if none of them failed (a failed picture keeps its C-layers for the re-run). Producers wait in plan
+    order until fewer than ``window`` objects are live, so at most ``window`` pictures hold C-layers at
+    once (more only when the store already holds them at the start).
+
+    Args:
+        nodes: every node of the sweep.
+        todo_keys: the keys of the unfinished ones.
+        window: the most live objects admitted at once.
+    """
+
+    def __init__(self, nodes: Sequence[Node], todo_keys: set[str], window: int) -> None:
+        self.window = window
+        transient = {o for n in nodes for o in n.transient}
+        producing = [o for n in nodes if n.key in todo_keys for o in n.transient]
+        reading = [o for n in nodes if n.key in todo_keys for o in n.reads if o in transient]
+        self.outstanding: dict[Obj, int] = {}
+        for obj in producing + reading:
+            self.outstanding[obj] = self.outstanding.get(obj, 0) + 1
+        self.failed: set[Obj] = set()
+        self.waiting: deque[Node] = deque()
+        # objects whose producer is done but a reader is not are in the store already: live from the start
+        self.live = len(set(self.outstanding) - set(producing))
+
+    def defer(self, node: Node) -> bool:
+        """Queue a producer of transient outputs for :meth:`admit`; False for any other node."""
+        if not node.transient:
+            return False
+        self.waiting.append(node)
+        return True
+
+    def admit(self) -> list[Node]:
+        """The waiting producers that may start now."""
+        ready = []
+        while self.waiting and self.live < self.window:
+            ready.append(self.waiting.popleft())
+            self.live += 1
+        return ready
+
+    def resolve(self, node: Node, ok: bool) -> list[Obj]:
+        """Note that ``node`` finished (``ok``) or failed or will not run; returns the objects that no
+        unfinished node needs any more and that may be deleted."""
+        released = []
+        for obj in (*node.transient, *node.reads):
+            if obj not in self.outstanding:
+                continue  # a read of an object this sweep keeps (keep_features=all)
+            if not ok:
+                self.failed.add(obj)
+            self.outstanding[obj] -= 1
+            if self.outstanding[obj] == 0:
+                self.live -= 1
+                if obj not in self.failed:
+                    released.append(obj)
+        return released
+
+
+def stale_transients(nodes: Iterable[Node], todo_keys: set[str]) -> list[Obj]:
+    """Transient outputs of finished producers that no unfinished node reads (C-layers left behind by a
+    driver killed between a picture's last task and their deletion, or by a run with ``all``)."""
+    nodes = list(nodes)
+    wanted = {o for n in nodes if n.key in todo_keys for o in n.reads}
+    return [o for n in nodes if n.key not in todo_keys for o in n.transient if o not in wanted]
 
 
 @dataclass
@@ -298,11 +473,13 @@ class Sweep:
         fail_fast: stop submitting new tasks after the first failure (default: finish all that can
             finish, then report every failure).
         progress: show a progress bar.
+        retention: what to keep of the C-layers (:class:`Retention`, or the config's ``store`` block).
     """
 
     def __init__(self, *, dataset: DetectionDataset, model_cfg: dict, codec: VideoCodec,
                  entries: Sequence[EntrySpec], store: Store, executor: Executor, fail_fast: bool = False,
-                 progress: bool = True, max_worker_restarts: int = 3, model_threads: int = 1) -> None:
+                 progress: bool = True, max_worker_restarts: int = 3, model_threads: int = 1,
+                 retention: Retention | Mapping[str, Any] | None = None) -> None:
         self.dataset = dataset
         self.runtime = Runtime(store.url, model_cfg, codec, int(model_threads))
         self.entries = list(entries)
@@ -311,6 +488,7 @@ class Sweep:
         self.fail_fast = fail_fast
         self.progress = progress
         self.max_worker_restarts = max_worker_restarts
+        self.retention = Retention.of(retention)
         names = [spec.entry.name for spec in self.entries]
         if len(set(names)) != len(names) or UNCOMPRESSED in names:
             raise ValueError(f"entry names must be unique and not {UNCOMPRESSED!r}: {names}")
@@ -367,11 +545,15 @@ class Sweep:
         """Every task of the sweep, dependencies first."""
         rt = self.runtime
         nodes: list[Node] = []
+        transient = self.retention.transient
         for image in self.images():
             keys = self.keys(image)
+            clayers: Obj = ("clayers", keys["clayers"], ".npz")
+            uncompressed: Obj = ("detections", keys[(UNCOMPRESSED, None)], ".json")
             extract = Node(f"extract:{image.image_id}", f"image {image.image_id}: C-layers", extract_task,
                            (rt, image, keys["clayers"], keys[(UNCOMPRESSED, None)]),
-                           [("clayers", keys["clayers"], ".npz"), ("detections", keys[(UNCOMPRESSED, None)], ".json")])
+                           [uncompressed] if transient else [clayers, uncompressed],
+                           transient=[clayers] if transient else [])
             nodes.append(extract)
             for spec in self.entries:
                 entry = spec.entry
@@ -385,10 +567,12 @@ class Sweep:
                     coded_key = keys[("coded", entry.name, qp)]
                     code = Node(f"code:{image.image_id}:{entry.name}:{qp}", f"{what}: coding", code_task,
                                 (rt, image.image_id, keys["clayers"], entry, qp, coded_key),
-                                [("coded", coded_key, ".json")], [extract.key])
+                                [("coded", coded_key, ".json")], [extract.key], reads=[clayers])
+                    # the detection task reads the C-layers too (top-down PSNR): it waits for them
+                    # even when its coded record is already stored
                     detect = Node(f"detect:{image.image_id}:{entry.name}:{qp}", f"{what}: detection", detect_task,
                                   (rt, image.image_id, keys["clayers"], coded_key, entry, det_key),
-                                  [("detections", det_key, ".json")], [code.key])
+                                  [("detections", det_key, ".json")], [code.key, extract.key], reads=[clayers])
                     nodes += [code, detect]
         return nodes
 
@@ -415,9 +599,14 @@ class Sweep:
         Bookkeeping is per event (a finished task looks at its own dependents only), so the driver's
         work grows linearly with the sweep. Returns this invocation's task timings by node key.
         """
-        done = {n.key for n in nodes if all(self.store.exists(*o) for o in n.outputs)}
+        done = finished_nodes(nodes, lambda obj: self.store.exists(*obj))
         todo = [n for n in nodes if n.key not in done]
         timings: dict[str, dict] = {}
+        tracker = None
+        if self.retention.transient:
+            todo_keys = {n.key for n in todo}
+            self._delete(stale_transients(nodes, todo_keys), "left from an earlier run")
+            tracker = TransientTracker(nodes, todo_keys, self.retention.window(self.executor.workers))
         if not todo:
             log.info("all %d tasks are already in the store %s", len(nodes), self.store.url)
             return timings
@@ -433,8 +622,9 @@ class Sweep:
         in_flight: dict[Any, tuple[Node, float]] = {}
         held: list[Node] = []  # ready, but not submitted after a failure under fail_fast
         failures: list[tuple[str, str]] = []
-        skipped = 0
+        skipped: set[str] = set()
         restarts = 0
+        deleted = 0
 
         def submit(node: Node) -> None:
             if self.fail_fast and failures:
@@ -442,16 +632,31 @@ class Sweep:
             else:
                 in_flight[self.executor.submit(node.fn, *node.args)] = (node, time.time())
 
-        def skip_dependents(key: str) -> int:
-            count = 0
+        def skip_dependents(key: str) -> list[Node]:
+            """Every node downstream of ``key`` not skipped before (a node with two paths to it, once)."""
+            lost = []
             for node in dependents.get(key, []):
-                count += 1 + skip_dependents(node.key)
-            return count
+                if node.key not in skipped:
+                    skipped.add(node.key)
+                    lost += [node, *skip_dependents(node.key)]
+            return lost
+
+        def resolve(node: Node, ok: bool) -> None:
+            """Delete what no unfinished task needs any more, and start the producers that may start now."""
+            nonlocal deleted
+            if tracker is None:
+                return
+            deleted += self._delete(tracker.resolve(node, ok))
+            for ready in tracker.admit():
+                submit(ready)
 
         try:
             for node in todo:
-                if unmet[node.key] == 0:
+                if unmet[node.key] == 0 and not (tracker and tracker.defer(node)):
                     submit(node)
+            if tracker:
+                for ready in tracker.admit():
+                    submit(ready)
             while in_flight:
                 future = self.executor.next_done()
                 if future not in in_flight:  # a stale future of a pool that was restarted
@@ -476,9 +681,10 @@ class Sweep:
                     failures.append((node.describe, f"{type(exc).__name__}: {exc}"))
                     log.error("%s failed: %s", node.describe, exc)
                     lost = skip_dependents(node.key)
-                    skipped += lost
-                    bar.update(1 + lost)
+                    bar.update(1 + len(lost))
                     bar.set_postfix(failed=len(failures))
+                    for gone in [node, *lost]:
+                        resolve(gone, ok=False)
                     continue
                 done.add(node.key)
                 timings[node.key] = {"queue_s": max(0.0, timing["start"] - submitted),
@@ -486,20 +692,40 @@ class Sweep:
                 bar.update(1)
                 for dependent in dependents.get(node.key, []):
                     unmet[dependent.key] -= 1
-                    if unmet[dependent.key] == 0:
+                    if unmet[dependent.key] == 0 and not (tracker and tracker.defer(dependent)):
                         submit(dependent)
+                resolve(node, ok=True)
         except KeyboardInterrupt:
             bar.close()
             log.error("interrupted: %d tasks of this run finished and are kept in %s; run the same command again "
                       "to resume", len(timings), self.store.url)
             raise
         bar.close()
+        if deleted:
+            log.info("keep_features=until_done: deleted the C-layers of %d finished picture(s)", deleted)
+        waiting = len(tracker.waiting) if tracker else 0  # producers never admitted (fail_fast)
+        if waiting and not failures:
+            raise RuntimeError(f"internal error: {waiting} picture(s) were never started; run again to resume")
         if failures:
-            not_run = skipped + len(held) + sum(len(dependents.get(n.key, [])) for n in held)
+            not_run = (len(skipped) + len(held) + waiting
+                       + sum(len(dependents.get(n.key, [])) for n in [*held, *(tracker.waiting if tracker else [])]))
             if not_run:
                 failures.append(("dependent tasks", f"{not_run} task(s) not run because of the failures above"))
             raise SweepError(failures, self.store.url)
         return timings
+
+    def _delete(self, objects: Iterable[Obj], why: str = "") -> int:
+        """Delete stored objects no task needs any more; returns how many were there. A failed deletion
+        is logged, not raised: it costs disk, not results."""
+        count = 0
+        for obj in objects:
+            try:
+                count += self.store.delete(*obj)
+            except OSError as exc:
+                log.warning("could not delete %s: %s", self.store.path(*obj), exc)
+        if count and why:
+            log.info("keep_features=until_done: deleted %d C-layer file(s) %s", count, why)
+        return count
 
     # -- loading results -----------------------------------------------------------------------
 
