@@ -23,7 +23,12 @@ from vcm_eval.models.rcnn import RCNNSplitModel, build_zoo_model
 GOLDEN_MODELS = {
     "r50": ("faster_rcnn_R_50_FPN_3x", "spec_faster_rcnn_R_50_FPN_3x.json", 2.0**-6),
     "x101": ("faster_rcnn_X_101_32x8d_FPN_3x", "spec_faster_rcnn_X_101_32x8d_FPN_3x.json", 1.0),
+    # Mask R-CNN (golden README, "Mask R-CNN"): sha256 in config_mask_<model>.json, like the others
+    "mask_r50": ("mask_rcnn_R_50_FPN_3x", "spec_mask_rcnn_R_50_FPN_3x.json", 2.0**-6),
+    "mask_x101": ("mask_rcnn_X_101_32x8d_FPN_3x", "spec_mask_rcnn_X_101_32x8d_FPN_3x.json", 1.0),
 }
+#: Mask R-CNN golden key -> (its golden picture, the Faster R-CNN key whose tolerance() its shared tensors use)
+GOLDEN_MASK_CASES = {"mask_r50": ("astronaut", "r50"), "mask_x101": ("chelsea", "x101")}
 GOLDEN_IMAGES = ("astronaut", "chelsea")
 GOLDEN_SIZE = (320, 533)
 
@@ -102,3 +107,17 @@ def box_tolerance(model: str, tensor: str) -> float:
     coordinate the golden pictures have (533 px)."""
     tol = tolerance(model, tensor)
     return tol["atol"] + tol["rtol"] * 533
+
+
+@cache
+def golden_mask_arrays(key: str) -> dict[str, np.ndarray]:
+    """``golden_mask_<r50|x101>_<picture>.npz`` of Mask R-CNN key ``key`` (mask_r50 / mask_x101), with the
+    pasted masks unpacked to ``pred_masks`` (N, H, W) bool and a full-channel ``c2`` where the file has it."""
+    model = key.removeprefix("mask_")
+    with np.load(golden_dir() / f"golden_mask_{model}_{GOLDEN_MASK_CASES[key][0]}.npz") as data:
+        out = {k: data[k] for k in data.files}
+    shape = tuple(int(v) for v in out["pred_masks_shape"])
+    out["pred_masks"] = np.unpackbits(out.pop("pred_masks_packed"), count=int(np.prod(shape))
+                                      ).reshape(shape).astype(bool)
+    return out
+

@@ -42,7 +42,7 @@ def test_missing_or_unset_weights_name_the_zoo_file(tmp_path):
 
 def test_unknown_zoo_name():
     with pytest.raises(ValueError, match="known: faster_rcnn_R_50_FPN_1x"):
-        build_zoo_model("mask_rcnn_R_50_FPN_3x", None)
+        build_zoo_model("retinanet_R_50_FPN_3x", None)
 
 
 @pytest.mark.parametrize("conf", MODEL_CONFS, ids=[p.stem for p in MODEL_CONFS])

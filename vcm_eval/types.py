@@ -55,11 +55,14 @@ class Detections:
         boxes: (N, 4) float32, ``x0, y0, x1, y1``.
         scores: (N,) float32.
         classes: (N,) int64 indices into the model's ``class_names``.
+        masks: optional (N, H, W) bool instance masks in the picture's pixels (instance segmentation
+            models such as Mask R-CNN); ``None`` for box detectors. Not part of :meth:`to_dict`.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -70,6 +73,11 @@ class Detections:
                 f"Detections need as many boxes, scores and classes; got "
                 f"{len(self.boxes)}, {len(self.scores)}, {len(self.classes)}"
             )
+        if self.masks is not None:
+            self.masks = np.asarray(self.masks, dtype=bool)
+            if self.masks.ndim != 3 or len(self.masks) != len(self.scores):
+                raise ValueError(f"Detections masks must be (N, H, W) with N = {len(self.scores)}, "
+                                 f"got shape {self.masks.shape}")
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -79,6 +87,7 @@ class Detections:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
     def to_dict(self) -> dict:
+        """Boxes, scores and classes as lists (masks are left out: they are per-pixel and large)."""
         return {
             "boxes": self.boxes.tolist(),
             "scores": self.scores.tolist(),

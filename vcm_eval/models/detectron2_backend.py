@@ -5,8 +5,10 @@ Detectron2 is on no package registry, so vcm_eval's default is its own re-implem
 runs the same zoo configurations with Detectron2's own modules: ``DefaultPredictor``
 preprocessing, ``backbone.bottom_up`` and the ``fpn_lateral*`` convolutions on the encoder side;
 the top-down sums with its ``fpn_output*`` convolutions and ``top_block``, its RPN, ROI heads and
-``detector_postprocess`` on the decoder side. ``tests/test_rcnn_backends.py`` checks that both
-backends agree (and skips, with the reason, where Detectron2 is absent).
+``detector_postprocess`` on the decoder side. For the Mask R-CNN zoo configurations
+(``mask_rcnn_*``) its mask head runs too and ``decode`` returns the pasted masks in
+``Detections.masks``. ``tests/test_rcnn_backends.py`` and ``tests/test_rcnn_mask.py`` check that both
+backends agree (and skip, with the reason, where Detectron2 is absent).
 
 Constructing it without Detectron2 raises :class:`Detectron2UnavailableError`.
 """
@@ -40,7 +42,7 @@ def detectron2_available() -> tuple[bool, str]:
 
 
 class Detectron2SplitModel(SplitModel):
-    """A Detectron2 model-zoo Faster R-CNN FPN run by Detectron2 itself, split at the C-layers.
+    """A Detectron2 model-zoo Faster R-CNN FPN (or Mask R-CNN FPN) run by Detectron2 itself, split at the C-layers.
 
     Args: as :func:`vcm_eval.models.rcnn.build_zoo_model`.
 
@@ -119,8 +121,9 @@ class Detectron2SplitModel(SplitModel):
         proposals, _ = self.model.proposal_generator(images, p, None)
         results, _ = self.model.roi_heads(images, p, proposals, None)
         out = detector_postprocess(results[0], meta.original_size[0], meta.original_size[1])
+        masks = out.pred_masks.cpu().numpy() if out.has("pred_masks") else None
         return Detections(out.pred_boxes.tensor.cpu().numpy(), out.scores.cpu().numpy(),
-                          out.pred_classes.cpu().numpy())
+                          out.pred_classes.cpu().numpy(), masks=masks)
 
     @torch.no_grad()
     def stage_arrays(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -128,7 +131,9 @@ class Detectron2SplitModel(SplitModel):
 
         C-layers are the outputs of ``fpn_lateral2..5``, the RPN's proposals come with their objectness
         logits, ``roi_cls_logits`` are the box predictor's class logits of every proposal, ``boxes_resized``
-        the final boxes before they are scaled to the picture.
+        the final boxes before they are scaled to the picture. Mask R-CNN configurations add ``mask_logits``
+        (the mask predictor's output at each final instance's class, before the sigmoid) and ``pred_masks``
+        ((N, H, W) bool, as ``DefaultPredictor`` returns them).
         """
         from detectron2.modeling.postprocessing import detector_postprocess
 
@@ -140,6 +145,10 @@ class Detectron2SplitModel(SplitModel):
             lambda _m, _i, out, k=k: captured.__setitem__(f"c{k}", out)) for k in (2, 3, 4, 5)]
         hooks.append(self.model.roi_heads.box_predictor.register_forward_hook(
             lambda _m, _i, out: captured.__setitem__("roi_cls_logits", out[0])))
+        mask_head = getattr(self.model.roi_heads, "mask_head", None) if self.zoo.mask_on else None
+        if mask_head is not None:
+            hooks.append(mask_head.predictor.register_forward_hook(
+                lambda _m, _i, out: captured.__setitem__("mask_logits_all", out)))
         try:
             p = fpn(images.tensor)
             proposals, _ = self.model.proposal_generator(images, p, None)
@@ -147,6 +156,10 @@ class Detectron2SplitModel(SplitModel):
         finally:
             for hook in hooks:
                 hook.remove()
+        if "mask_logits_all" in captured:
+            every = captured.pop("mask_logits_all")
+            classes = results[0].pred_classes
+            captured["mask_logits"] = every[torch.arange(len(classes), device=every.device), classes]
         out = {k: v.cpu().numpy() for k, v in captured.items()}
         out.update({k: v.cpu().numpy() for k, v in p.items()})
         out["proposal_boxes"] = proposals[0].proposal_boxes.tensor.cpu().numpy()
@@ -155,11 +168,13 @@ class Detectron2SplitModel(SplitModel):
         final = detector_postprocess(results[0], height, width)
         out.update(pred_boxes=final.pred_boxes.tensor.cpu().numpy(), scores=final.scores.cpu().numpy(),
                    pred_classes=final.pred_classes.cpu().numpy())
+        if final.has("pred_masks"):
+            out["pred_masks"] = final.pred_masks.cpu().numpy()
         return out
 
     def identity(self) -> dict:
         return {
-            "family": "detectron2-faster-rcnn-fpn",
+            "family": "detectron2-mask-rcnn-fpn" if self.zoo.mask_on else "detectron2-faster-rcnn-fpn",
             "implementation": "detectron2",
             "detectron2_version": detectron2_available()[1],
             "zoo_name": self.zoo.zoo_name,

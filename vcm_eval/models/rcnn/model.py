@@ -1,13 +1,15 @@
-"""Detectron2-compatible Faster R-CNN FPN behind vcm_eval's split interface.
+"""Detectron2-compatible Faster R-CNN FPN (and Mask R-CNN FPN) behind vcm_eval's split interface.
 
 :class:`FasterRCNNFPN` is the network, with Detectron2's parameter names (``backbone.*``,
-``proposal_generator.rpn_head.*``, ``roi_heads.box_head.*``, ``roi_heads.box_predictor.*``).
+``proposal_generator.rpn_head.*``, ``roi_heads.box_head.*``, ``roi_heads.box_predictor.*``, and for
+Mask R-CNN configurations ``roi_heads.mask_head.*``).
 :class:`RCNNSplitModel` wraps it as a :class:`~vcm_eval.models.base.SplitModel`:
 
 * ``encode``: ``DefaultPredictor`` preprocessing, bottom-up ResNet, FPN lateral 1x1 convs
   -> ``c2..c5`` as float32 (256, Hp/s, Wp/s) arrays of the padded input, plus :class:`SplitMeta`;
 * ``decode``: top-down sums, output convs, P6, RPN, ROI heads, then Detectron2's
-  ``detector_postprocess`` (scale to the original size, clip, drop empty boxes).
+  ``detector_postprocess`` (scale to the original size, clip, drop empty boxes; for Mask R-CNN, paste
+  each instance's 28x28 mask into the picture at threshold 0.5 -> ``Detections.masks``).
 
 ``detect`` runs the same operations without the float32 numpy round trip, which is lossless,
 so it equals ``decode(encode(image))`` exactly.
@@ -27,6 +29,7 @@ from vcm_eval.models.base import SplitModel
 from vcm_eval.models.rcnn.box_ops import clip_boxes, nonempty
 from vcm_eval.models.rcnn.checkpoint import load_state, read_checkpoint
 from vcm_eval.models.rcnn.fpn import C_LEVELS, ResNetFPN
+from vcm_eval.models.rcnn.mask_head import MaskRCNNConvUpsampleHead, paste_masks
 from vcm_eval.models.rcnn.preprocess import Preprocessed, padded_shape, preprocess
 from vcm_eval.models.rcnn.resnet import ResNet
 from vcm_eval.models.rcnn.roi_heads import StandardROIHeads
@@ -38,7 +41,10 @@ _STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
 
 
 class FasterRCNNFPN(nn.Module):
-    """ResNet(-X)-FPN Faster R-CNN (inference only) built from an :class:`RCNNConfig`."""
+    """ResNet(-X)-FPN Faster R-CNN (inference only) built from an :class:`RCNNConfig`.
+
+    With ``cfg.mask_on`` it is a Mask R-CNN: the ROI heads carry Detectron2's ``MaskRCNNConvUpsampleHead``.
+    """
 
     def __init__(self, cfg: RCNNConfig):
         super().__init__()
@@ -58,21 +64,28 @@ class FasterRCNNFPN(nn.Module):
             canonical_box_size=cfg.canonical_box_size, canonical_level=cfg.canonical_level, fc_dim=cfg.fc_dim,
             bbox_reg_weights=cfg.roi_bbox_reg_weights, scale_clamp=cfg.scale_clamp,
             score_thresh=cfg.score_thresh_test, nms_thresh=cfg.nms_thresh_test,
-            detections_per_image=cfg.detections_per_image)
+            detections_per_image=cfg.detections_per_image,
+            mask_head=MaskRCNNConvUpsampleHead(cfg.fpn_out_channels, cfg.num_classes, cfg.mask_num_conv,
+                                               cfg.mask_conv_dim) if cfg.mask_on else None,
+            mask_pooler_resolution=cfg.mask_pooler_resolution, mask_sampling_ratio=cfg.mask_pooler_sampling_ratio)
 
     def heads(self, p_layers: dict[str, torch.Tensor], input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """RPN + ROI heads on ``p2..p6`` of one image; boxes in input-image (resized) pixels.
 
         Returns:
             ``proposal_boxes`` (R, 4), ``proposal_logits`` (R,), ``roi_cls_logits`` (R, K + 1),
-            ``boxes`` (D, 4), ``scores`` (D,), ``classes`` (D,).
+            ``boxes`` (D, 4), ``scores`` (D,), ``classes`` (D,); with a mask head also ``mask_logits``
+            (D, 28, 28), the mask head's output at each detection's class, before the sigmoid.
         """
         levels = [p_layers[k] for k in ("p2", "p3", "p4", "p5", "p6")]
         proposals, logits = self.proposal_generator(levels, input_size)
         cls_logits, deltas = self.roi_heads.predictions(levels[:4], proposals)
         boxes, scores, classes = self.roi_heads.inference(cls_logits, deltas, proposals, input_size)
-        return {"proposal_boxes": proposals, "proposal_logits": logits, "roi_cls_logits": cls_logits,
-                "boxes": boxes, "scores": scores, "classes": classes}
+        out = {"proposal_boxes": proposals, "proposal_logits": logits, "roi_cls_logits": cls_logits,
+               "boxes": boxes, "scores": scores, "classes": classes}
+        if self.roi_heads.mask_head is not None:
+            out["mask_logits"] = self.roi_heads.mask_logits(levels[:4], boxes, classes)
+        return out
 
 
 def rescale_boxes(boxes: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
@@ -105,7 +118,10 @@ class StageOutputs:
 
 
 class RCNNSplitModel(SplitModel):
-    """A Detectron2 zoo Faster R-CNN FPN split after the FPN lateral convolutions.
+    """A Detectron2 zoo Faster R-CNN FPN (or Mask R-CNN FPN) split after the FPN lateral convolutions.
+
+    For a Mask R-CNN configuration (``cfg.mask_on``) the detections carry ``masks``: (N, H, W) bool in the
+    picture's pixels, pasted as Detectron2's ``detector_postprocess`` does.
 
     Args:
         cfg: the zoo configuration (see :mod:`vcm_eval.models.rcnn.zoo`).
@@ -159,8 +175,12 @@ class RCNNSplitModel(SplitModel):
         p_layers = self.net.backbone.p_layers(c_layers)
         heads = self.net.heads(p_layers, meta.input_size)
         boxes, keep = rescale_boxes(heads["boxes"], meta.input_size, meta.original_size)
+        masks = None
+        if "mask_logits" in heads:
+            masks = paste_masks(heads["mask_logits"][keep].sigmoid(), boxes[keep], meta.original_size,
+                                self.cfg.mask_threshold).cpu().numpy()
         dets = Detections(boxes[keep].cpu().numpy(), heads["scores"][keep].cpu().numpy(),
-                          heads["classes"][keep].cpu().numpy())
+                          heads["classes"][keep].cpu().numpy(), masks=masks)
         return p_layers, heads, dets
 
     def run_stages(self, image: np.ndarray) -> StageOutputs:
@@ -216,8 +236,9 @@ class RCNNSplitModel(SplitModel):
 
     def identity(self) -> dict:
         cfg = self.cfg
+        extra = {"mask_threshold": cfg.mask_threshold} if cfg.mask_on else {}
         return {
-            "family": "detectron2-faster-rcnn-fpn",
+            "family": "detectron2-mask-rcnn-fpn" if cfg.mask_on else "detectron2-faster-rcnn-fpn",
             "implementation": "vcm_eval.models.rcnn",
             "zoo_name": cfg.zoo_name,
             "config_file": cfg.config_file,
@@ -229,6 +250,7 @@ class RCNNSplitModel(SplitModel):
             "nms_thresh_test": cfg.nms_thresh_test,
             "detections_per_image": cfg.detections_per_image,
             "device": self.device.type,
+            **extra,
         }
 
 

@@ -114,3 +114,71 @@ def stage_arrays(stages) -> dict[str, np.ndarray]:
     dets = stages.detections
     out.update(pred_boxes=dets.boxes, scores=dets.scores, pred_classes=dets.classes)
     return out
+
+
+# ------------------------------------------------------------------------------------------- Mask R-CNN
+def mask_stage_arrays(stages) -> dict[str, np.ndarray]:
+    """The mask outputs of a Mask R-CNN :class:`~vcm_eval.models.rcnn.model.StageOutputs` under the golden keys:
+    ``mask_logits`` (N, 28, 28), rows as ``boxes_resized``; ``pred_masks`` (N, H, W) bool, rows as ``pred_boxes``."""
+    return {"mask_logits": stages.heads["mask_logits"].cpu().numpy(), "pred_masks": stages.detections.masks}
+
+
+def mask_pixel_budget(boxes: np.ndarray) -> np.ndarray:
+    """Per box (N, 4) in picture pixels, how many pasted-mask pixels may differ from the reference's:
+    ``max(1, 0.5 % of (ceil(x1) - floor(x0)) * (ceil(y1) - floor(y0)))`` (the golden files' README: pixels
+    whose resampled probability lies within float rounding of 0.5 can flip either way)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    extent = (np.ceil(boxes[:, 2]) - np.floor(boxes[:, 0])) * (np.ceil(boxes[:, 3]) - np.floor(boxes[:, 1]))
+    return np.maximum(1, np.floor(0.005 * extent)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class MaskComparison:
+    """How one run's masks compare with the reference's, per reference instance (matched by class and box).
+
+    ``logits``: :class:`Spread` of the 28x28 mask logits; ``pixels``: differing pasted pixels per instance;
+    ``budget``: :func:`mask_pixel_budget` of the reference boxes; ``iou``: pasted-mask IoU per instance (1 where
+    both are empty).
+    """
+
+    logits: Spread
+    pixels: np.ndarray
+    budget: np.ndarray
+    iou: np.ndarray
+
+    @property
+    def worst_over_budget(self) -> int:
+        """Largest ``pixels - budget`` (<= 0 when every instance is within its budget)."""
+        return int((self.pixels - self.budget).max(initial=-1))
+
+
+def compare_masks(run: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> MaskComparison:
+    """Match ``run``'s instances to ``ref``'s by class and box, then compare mask logits and pasted masks.
+
+    Both dicts hold ``pred_boxes``, ``boxes_resized``, ``pred_classes``, ``mask_logits`` and ``pred_masks``
+    (the golden ``pred_masks_packed`` unpacked). ``mask_logits`` rows follow ``boxes_resized`` and ``pred_masks``
+    rows ``pred_boxes``; both are the same instances when ``detector_postprocess`` dropped none, which is required.
+
+    Raises:
+        ValueError: instance counts differ, or two reference instances match the same one of ``run``.
+    """
+    n = len(ref["pred_classes"])
+    for name, arrays in (("run", run), ("reference", ref)):
+        counts = {len(arrays[k]) for k in ("pred_boxes", "boxes_resized", "pred_classes", "mask_logits", "pred_masks")}
+        if counts != {n}:
+            raise ValueError(f"{name}: instance counts {sorted(counts)} differ from the reference's {n} (an instance "
+                             "dropped after the mask head cannot be compared)")
+    out = {}
+    for key in ("boxes_resized", "pred_boxes"):
+        idx, _ = match_instances(run[key], run["pred_classes"], ref[key], ref["pred_classes"])
+        if len(set(idx.tolist())) != len(idx):
+            raise ValueError(f"two reference instances matched the same one ({key})")
+        out[key] = idx
+    logits = Spread.of(run["mask_logits"][out["boxes_resized"]], ref["mask_logits"])
+    ours = np.asarray(run["pred_masks"], bool)[out["pred_boxes"]]
+    theirs = np.asarray(ref["pred_masks"], bool)
+    pixels = (ours != theirs).reshape(n, -1).sum(axis=1)
+    inter = (ours & theirs).reshape(n, -1).sum(axis=1)
+    union = (ours | theirs).reshape(n, -1).sum(axis=1)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return MaskComparison(logits=logits, pixels=pixels, budget=mask_pixel_budget(ref["pred_boxes"]), iou=iou)

@@ -1,9 +1,10 @@
-"""Standard ROI heads at test time (Detectron2's ``StandardROIHeads`` box branch).
+"""Standard ROI heads at test time (Detectron2's ``StandardROIHeads`` box branch, and its mask branch).
 
 Proposals are pooled with ROIAlignV2 (torchvision ``roi_align(aligned=True)``, adaptive sampling)
 from the level their size selects, passed through a 2-FC head, scored (softmax over 80 classes +
 background) and regressed per class; then ``fast_rcnn_inference_single_image``: clip, score
-threshold, per-class NMS, top detections.
+threshold, per-class NMS, top detections. With a mask head (Mask R-CNN), the final boxes are pooled
+the same way at the mask pooler's resolution and the head's output at each box's class is its mask.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class StandardROIHeads(nn.Module):
     def __init__(self, *, in_channels: int, strides: Sequence[int], num_classes: int, pooler_resolution: int,
                  sampling_ratio: int, canonical_box_size: int, canonical_level: int, fc_dim: int,
                  bbox_reg_weights: tuple[float, float, float, float], scale_clamp: float,
-                 score_thresh: float, nms_thresh: float, detections_per_image: int):
+                 score_thresh: float, nms_thresh: float, detections_per_image: int,
+                 mask_head: nn.Module | None = None, mask_pooler_resolution: int = 14, mask_sampling_ratio: int = 0):
         super().__init__()
         self.scales = tuple(1.0 / s for s in strides)
         self.pooler_resolution = pooler_resolution
@@ -130,6 +132,11 @@ class StandardROIHeads(nn.Module):
         self.detections_per_image = detections_per_image
         self.box_head = FastRCNNConvFCHead(in_channels * pooler_resolution**2, fc_dim)
         self.box_predictor = FastRCNNOutputLayers(fc_dim, num_classes)
+        # Detectron2's mask pooler is ROIPooler(mask_pooler_resolution, the box pooler's scales, mask_sampling_ratio,
+        # "ROIAlignV2") with the default canonical box and level, as the box pooler's.
+        self.mask_head = mask_head
+        self.mask_pooler_resolution = mask_pooler_resolution
+        self.mask_sampling_ratio = mask_sampling_ratio
 
     def predictions(self, features: Sequence[torch.Tensor], proposals: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,6 +152,25 @@ class StandardROIHeads(nn.Module):
         probs = F.softmax(logits, dim=-1)
         return fast_rcnn_inference(boxes, probs, image_size, score_thresh=self.score_thresh,
                                    nms_thresh=self.nms_thresh, topk=self.detections_per_image)
+
+    def mask_logits(self, features: Sequence[torch.Tensor], boxes: torch.Tensor, classes: torch.Tensor
+                    ) -> torch.Tensor:
+        """(D, 2S, 2S) mask logits of final boxes (D, 4) (input-image pixels), each at its class (D,).
+
+        Raises:
+            RuntimeError: this head has no mask branch.
+        """
+        if self.mask_head is None:
+            raise RuntimeError("these ROI heads have no mask head (a Faster R-CNN configuration)")
+        side = 2 * self.mask_pooler_resolution
+        if boxes.shape[0] == 0:
+            return boxes.new_zeros((0, side, side))
+        pooled = multilevel_roi_align(features, boxes, self.scales, self.mask_pooler_resolution,
+                                      self.mask_sampling_ratio, self.canonical_box_size, self.canonical_level)
+        logits = self.mask_head(pooled)
+        if logits.shape[1] == 1:  # class-agnostic: one mask for every class
+            return logits[:, 0]
+        return logits[torch.arange(logits.shape[0], device=logits.device), classes]
 
     def forward(self, features: Sequence[torch.Tensor], proposals: torch.Tensor, image_size: tuple[int, int]
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,10 +1,12 @@
-"""Detectron2 model-zoo Faster R-CNN FPN configurations, as plain data.
+"""Detectron2 model-zoo Faster R-CNN FPN and Mask R-CNN FPN configurations, as plain data.
 
-Values are those of Detectron2's ``configs/Base-RCNN-FPN.yaml`` and
-``configs/COCO-Detection/faster_rcnn_*_FPN_*.yaml`` merged over ``detectron2/config/defaults.py``
-(commit 02b5c4e); the weights file names and box AP are Detectron2's ``MODEL_ZOO.md`` /
-``detectron2/model_zoo/model_zoo.py``. ``../shared/golden/detectron2/config_*.json`` records
-the same values as the real Detectron2 resolved them for R50-FPN and X101-FPN.
+Values are those of Detectron2's ``configs/Base-RCNN-FPN.yaml``,
+``configs/COCO-Detection/faster_rcnn_*_FPN_*.yaml`` and
+``configs/COCO-InstanceSegmentation/mask_rcnn_*_FPN_3x.yaml`` merged over
+``detectron2/config/defaults.py`` (commit 02b5c4e); the weights file names, box AP and mask AP are
+Detectron2's ``MODEL_ZOO.md`` / ``detectron2/model_zoo/model_zoo.py``.
+``../shared/golden/detectron2/config_*.json`` and ``config_mask_*.json`` record the same values as
+the real Detectron2 resolved them for R50-FPN and X101-FPN.
 
 There is no R101-FPN 1x or X101-FPN 1x in the zoo; the 1x/3x models share the architecture and
 differ only in training length (and so in weights).
@@ -21,12 +23,14 @@ from vcm_eval.models.rcnn.coco_classes import COCO_CLASS_NAMES
 #: Detectron2's ``_DEFAULT_SCALE_CLAMP``: dw, dh are clamped so a 16 px box grows to at most 1000 px.
 DEFAULT_SCALE_CLAMP: float = math.log(1000.0 / 16)
 
-_ZOO_URL = "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/{name}/{run}/{file}"
+_ZOO_URL = "https://dl.fbaipublicfiles.com/detectron2/{folder}/{name}/{run}/{file}"
+#: Detectron2's config folders: boxes only, and boxes + instance masks
+DETECTION, INSTANCE_SEGMENTATION = "COCO-Detection", "COCO-InstanceSegmentation"
 
 
 @dataclass(frozen=True)
 class RCNNConfig:
-    """Everything that fixes a Detectron2 Faster R-CNN FPN's inference outputs.
+    """Everything that fixes a Detectron2 Faster R-CNN FPN's (or Mask R-CNN FPN's) inference outputs.
 
     Field names follow Detectron2's config keys (``MODEL.RESNETS.DEPTH`` -> ``depth`` etc.).
     Build variants with :func:`dataclasses.replace` or :meth:`with_test_size`.
@@ -71,11 +75,20 @@ class RCNNConfig:
     nms_thresh_test: float = 0.5
     detections_per_image: int = 100
     scale_clamp: float = DEFAULT_SCALE_CLAMP
+    # mask branch (MODEL.MASK_ON, MODEL.ROI_MASK_HEAD.*; MaskRCNNConvUpsampleHead, class-specific masks),
+    # pooled with ROIAlignV2 from p2..p5 with the box head's level rule; pasted at mask_threshold
+    mask_on: bool = False
+    mask_pooler_resolution: int = 14
+    mask_pooler_sampling_ratio: int = 0
+    mask_num_conv: int = 4
+    mask_conv_dim: int = 256
+    mask_threshold: float = 0.5
     # provenance of the released weights; weights_env is the variable conf/model/<zoo_name>.yaml reads
     weights_file: str = ""
     weights_url: str = ""
     weights_env: str = ""
     coco_box_ap: float = float("nan")
+    coco_mask_ap: float = float("nan")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -100,16 +113,20 @@ class RCNNConfig:
         return dataclasses.replace(self, min_size_test=min_size_test, max_size_test=max_size_test)
 
 
-def _entry(name: str, run: str, file: str, box_ap: float, env: str, **arch) -> RCNNConfig:
+def _entry(name: str, run: str, file: str, box_ap: float, env: str, folder: str = DETECTION, **arch) -> RCNNConfig:
     return RCNNConfig(
         zoo_name=name,
         weights_env=env,
-        config_file=f"COCO-Detection/{name}.yaml",
+        config_file=f"{folder}/{name}.yaml",
         weights_file=file,
-        weights_url=_ZOO_URL.format(name=name, run=run, file=file),
+        weights_url=_ZOO_URL.format(folder=folder, name=name, run=run, file=file),
         coco_box_ap=box_ap,
         **arch,
     )
+
+
+#: the X101 backbone is a Caffe2 (FAIR) model: stride in the 3x3 conv, ImageNet std scaling
+_X101 = dict(depth=101, num_groups=32, width_per_group=8, stride_in_1x1=False, pixel_std=(57.375, 57.12, 58.395))
 
 
 #: Supported zoo names -> configuration at the default test size 800/1333.
@@ -122,21 +139,29 @@ ZOO: dict[str, RCNNConfig] = {
                "VCM_EVAL_R50_FPN_3X_WEIGHTS", depth=50),
         _entry("faster_rcnn_R_101_FPN_3x", "137851257", "model_final_f6e8b1.pkl", 42.0,
                "VCM_EVAL_R101_FPN_3X_WEIGHTS", depth=101),
-        # The X101 backbone is a Caffe2 (FAIR) model: stride in the 3x3 conv, ImageNet std scaling.
         _entry("faster_rcnn_X_101_32x8d_FPN_3x", "139173657", "model_final_68b088.pkl", 43.0,
-               "VCM_EVAL_X101_FPN_3X_WEIGHTS", depth=101, num_groups=32, width_per_group=8, stride_in_1x1=False,
-               pixel_std=(57.375, 57.12, 58.395)),
+               "VCM_EVAL_X101_FPN_3X_WEIGHTS", **_X101),
+        # Mask R-CNN: the same networks plus MODEL.MASK_ON (COCO-InstanceSegmentation/*.yaml)
+        _entry("mask_rcnn_R_50_FPN_3x", "137849600", "model_final_f10217.pkl", 41.0,
+               "VCM_EVAL_MASK_R50_FPN_3X_WEIGHTS", INSTANCE_SEGMENTATION, depth=50, mask_on=True, coco_mask_ap=37.2),
+        _entry("mask_rcnn_X_101_32x8d_FPN_3x", "139653917", "model_final_2d9806.pkl", 44.3,
+               "VCM_EVAL_MASK_X101_FPN_3X_WEIGHTS", INSTANCE_SEGMENTATION, mask_on=True, coco_mask_ap=39.5,
+               **_X101),
     )
 }
 
 
 def get_zoo_config(zoo_name: str) -> RCNNConfig:
-    """The configuration of a zoo name; a ``COCO-Detection/`` prefix and ``.yaml`` suffix are accepted.
+    """The configuration of a zoo name; a ``COCO-Detection/`` or ``COCO-InstanceSegmentation/`` prefix and a
+    ``.yaml`` suffix are accepted.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
-    key = zoo_name.removeprefix("COCO-Detection/").removesuffix(".yaml")
+    key = zoo_name
+    for folder in (DETECTION, INSTANCE_SEGMENTATION):
+        key = key.removeprefix(folder + "/")
+    key = key.removesuffix(".yaml")
     if key not in ZOO:
         raise ValueError(f"unknown Detectron2 zoo model {zoo_name!r}; known: {', '.join(ZOO)}")
     return ZOO[key]
