@@ -99,7 +99,7 @@ def test_shipped_weights_reach_recorded_map(shipped_model, tmp_path):
     meta = json.loads(PACKAGED_WEIGHTS.with_suffix(".json").read_text())
     subset = meta["val"]["subset"]
     ds = SyntheticDataset(split="val", num_images=subset["num_images"], root=tmp_path,
-                          seed=meta["dataset"]["seed"])
+                          seed=meta["dataset"]["seed"], style=meta["dataset"].get("style", "shapes"))
     dets = {r.image_id: shipped_model.detect(ds.load(r)) for r in ds.records()}
     m = ds.make_evaluator(shipped_model.class_names).evaluate(dets)
     assert m["map_50"] == pytest.approx(subset["map_50"], abs=MAP_TOLERANCE)
@@ -127,7 +127,7 @@ def test_corrupt_or_undescribed_weights_are_rejected(tmp_path):
     # A readable file of the right checksum but for another architecture.
     shutil.copyfile(PACKAGED_WEIGHTS, pth)
     meta = json.loads(desc.read_text())
-    meta["architecture"]["fpn_channels"] = 32
+    meta["architecture"]["fpn_channels"] += 16
     meta["sha256"] = file_sha256(pth)
     desc.write_text(json.dumps(meta))
     with pytest.raises(WeightsError, match="do not fit the architecture"):

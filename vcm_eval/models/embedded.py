@@ -6,17 +6,20 @@ Architecture (all sizes in :class:`EmbeddedArch`, stored with the weights in ``e
   (long side at most 480 px), zero padding of the batch to a multiple of 32;
 * a small ResNet-like bottom-up network defined here (BasicBlocks with BatchNorm, trained from
   scratch) whose four stages have strides 4, 8, 16, 32;
-* torchvision's ``FeaturePyramidNetwork`` with 64 channels and the ``LastLevelMaxPool`` extra level.
+* torchvision's ``FeaturePyramidNetwork`` with 32 channels and the ``LastLevelMaxPool`` extra level.
   Its ``inner_blocks`` (the 1x1 lateral convolutions) produce the C-layers ``c2..c5``;
 * RPN with two anchor sizes per level (11 px on P2 to 256 px on P6), and ROI heads
   (``MultiScaleRoIAlign`` 7x7 with canonical scale 112, so that boxes under 56 px pool from P2,
   56-112 px from P3, 112-224 px from P4 and larger ones from P5: on 320 px pictures every level carries
   ROI features, where torchvision's default of 224 would leave P5 unused; a two-layer MLP head).
 
-Why 64 FPN channels and 320 px: the C-layers are coded as one monochrome picture per level, 64 channels
-packing into an 8x8 grid. A 320x480 input gives pictures of 640x960 (c2), 320x480, 160x240 and 80x120
-samples, about 0.8 Mpixel per image per QP in total, so an x265 sweep over every level of 100 images at
-5 QPs stays within minutes on two cores (256 channels at 800 px would be ~20x more).
+Why 32 FPN channels: every lateral convolution maps at least as many channels as it outputs (32, 64, 96,
+128 -> 32), so every C-layer is full rank, as in X101-FPN (256 -> 256 at C2 and more above); the earlier
+64-channel FPN made C2 a 1x1 convolution of 32 channels into 64, half of them linear combinations of the
+others, which a feature codec could exploit and the real model does not offer. The C-layers are coded as
+one monochrome picture per level, 32 channels packing into a 4x8 grid: a 320x480 input gives pictures of
+320x960 (c2), 160x480, 80x240 and 40x120 samples, about 0.41 Mpixel per image per QP, so an x265 sweep over
+every level of 100 images at 5 QPs stays within minutes on two cores.
 
 The split (:class:`EmbeddedDetector`) follows ``vcm_eval.models.base``: ``encode`` stops after the
 lateral convolutions; ``decode`` repeats torchvision's FPN top-down pathway operation for operation,
@@ -49,6 +52,9 @@ from vcm_eval.types import Detections, SplitFeatures, SplitMeta
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PACKAGED_WEIGHTS = WEIGHTS_DIR / "embedded.pth"
+#: weights shipped in the package, by the synthetic set's style they were trained on (``weights: shapes``
+#: reproduces runs made before the natural style became the default)
+PACKAGED_VARIANTS: dict[str, Path] = {"natural": PACKAGED_WEIGHTS, "shapes": WEIGHTS_DIR / "embedded_shapes.pth"}
 TRAIN_TOOL = "python tools/train_embedded_model.py"
 
 _FEATURE_KEYS = ("0", "1", "2", "3")  # torchvision's names of the FPN levels P2..P5
@@ -61,7 +67,7 @@ class EmbeddedArch:
     stem_channels: int = 24
     stage_channels: tuple[int, ...] = (32, 64, 96, 128)
     stage_blocks: tuple[int, ...] = (1, 1, 2, 1)
-    fpn_channels: int = 64
+    fpn_channels: int = 32
     min_size: int = 320
     max_size: int = 480
     size_divisible: int = 32
@@ -339,12 +345,18 @@ def _to_detections(out: dict[str, torch.Tensor]) -> Detections:
 
 
 def build_embedded_model(weights: str | Path | None = None, device: str = "cpu") -> EmbeddedDetector:
-    """The embedded detector with ``weights`` (``None`` = the file shipped in the package).
+    """The embedded detector with ``weights``: ``None`` (the file shipped in the package), the name of a shipped
+    variant (:data:`PACKAGED_VARIANTS`: ``natural``, ``shapes``), or the path of a ``.pth`` with its ``.json``.
 
     Raises:
         WeightsError: when the weights or their ``.json`` are missing, corrupt, or do not fit the architecture.
     """
-    path = PACKAGED_WEIGHTS if weights is None else Path(weights).expanduser()
+    if weights is None:
+        path = PACKAGED_WEIGHTS
+    elif str(weights) in PACKAGED_VARIANTS:
+        path = PACKAGED_VARIANTS[str(weights)]
+    else:
+        path = Path(weights).expanduser()
     state, meta = load_weights(path)
     try:
         arch = EmbeddedArch.from_json(meta["architecture"])
