@@ -68,7 +68,7 @@ def test_encode_geometry(random_model):
     assert feats.meta.padded_size == (320, 448)
     for name, stride in zip(("c2", "c3", "c4", "c5"), (4, 8, 16, 32)):
         layer = feats.layers[name]
-        assert layer.dtype == np.float32 and layer.shape == (64, 320 // stride, 448 // stride)
+        assert layer.dtype == np.float32 and layer.shape == (32, 320 // stride, 448 // stride)
     dets = random_model.decode(feats)
     assert (dets.boxes[:, 2] <= 400 + 1e-3).all() and (dets.boxes[:, 3] <= 300 + 1e-3).all()
 

@@ -92,7 +92,9 @@ def test_main_job_writes_every_result_file_and_an_mlflow_run(tmp_path, data_root
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert {c.data.tags["entry"] for c in children} == {"c_layer", "image", "compensation"}
-    history = client.get_metric_history(children[0].info.run_id, "bpp")
+    # every entry run spans the sweep, so their order in a search is not defined: pick the anchor's by its tag
+    anchor_run = next(c for c in children if c.data.tags["entry"] == "c_layer")
+    history = client.get_metric_history(anchor_run.info.run_id, "bpp")
     assert sorted(m.step for m in history) == [32, 42] and all(math.isfinite(m.value) for m in history)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "per_image.csv", "rd_curve.png", "report_meta.json", "ctc"} <= artifacts
