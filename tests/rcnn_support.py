@@ -121,3 +121,19 @@ def golden_mask_arrays(key: str) -> dict[str, np.ndarray]:
                                       ).reshape(shape).astype(bool)
     return out
 
+
+def assert_detections_match(stages, gold: dict[str, np.ndarray], key: str) -> None:
+    """Final instances of ``stages`` (StageOutputs) against the golden ones: 100, matched one to one by class
+    and box in original and resized coordinates, boxes and scores within ``tolerance(key, ...)``, sorted."""
+    from vcm_eval.models.rcnn.parity import match_instances
+
+    dets = stages.detections
+    assert len(dets) == len(gold["scores"]) == 100
+    for boxes, name in ((dets.boxes, "pred_boxes"), (stages.heads["boxes"].numpy(), "boxes_resized")):
+        idx, dist = match_instances(boxes, dets.classes, gold[name], gold["pred_classes"])
+        assert len(set(idx.tolist())) == len(idx), "two golden detections matched the same one"
+        np.testing.assert_array_less(dist, box_tolerance(key, name))
+        np.testing.assert_array_equal(dets.classes[idx], gold["pred_classes"])
+        np.testing.assert_allclose(boxes[idx], gold[name], **tolerance(key, name))
+        np.testing.assert_allclose(dets.scores[idx], gold["scores"], **tolerance(key, "scores"))
+    assert np.all(np.diff(dets.scores) <= 0), "detections must come sorted by descending score"

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from rcnn_support import (
     GOLDEN_MASK_CASES,
     GOLDEN_SIZE,
+    assert_detections_match,
     box_tolerance,
     golden_dir,
     golden_image,
@@ -177,16 +178,7 @@ def test_proposals_match_as_sets(run):
 @all_cases
 def test_detections_match_by_class_and_box(run):
     ours, gold, _, key = run
-    dets = ours.detections
-    assert len(dets) == len(gold["scores"]) == 100
-    for boxes, name in ((dets.boxes, "pred_boxes"), (ours.heads["boxes"].numpy(), "boxes_resized")):
-        idx, dist = match_instances(boxes, dets.classes, gold[name], gold["pred_classes"])
-        assert len(set(idx.tolist())) == len(idx), "two golden detections matched the same one"
-        np.testing.assert_array_less(dist, box_tolerance(key, name))
-        np.testing.assert_array_equal(dets.classes[idx], gold["pred_classes"])
-        np.testing.assert_allclose(boxes[idx], gold[name], **tolerance(key, name))
-        np.testing.assert_allclose(dets.scores[idx], gold["scores"], **tolerance(key, "scores"))
-    assert np.all(np.diff(dets.scores) <= 0), "detections must come sorted by descending score"
+    assert_detections_match(ours, gold, key)
 
 
 @all_cases

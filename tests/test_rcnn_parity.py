@@ -22,7 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rcnn_support import GOLDEN_IMAGES, box_tolerance, golden_arrays, golden_image, seeded_model, tolerance
+from rcnn_support import (
+    GOLDEN_IMAGES,
+    assert_detections_match,
+    box_tolerance,
+    golden_arrays,
+    golden_image,
+    seeded_model,
+    tolerance,
+)
 
 from vcm_eval.models.rcnn.model import StageOutputs
 from vcm_eval.models.rcnn.parity import match_instances, match_rows
@@ -101,16 +109,7 @@ def test_proposals_match_as_sets(run):
 @all_cases
 def test_detections_match_by_class_and_box(run):
     ours, gold, _, key = run
-    dets = ours.detections
-    assert len(dets) == len(gold["scores"]) == 100
-    for boxes, name in ((dets.boxes, "pred_boxes"), (ours.heads["boxes"].numpy(), "boxes_resized")):
-        idx, dist = match_instances(boxes, dets.classes, gold[name], gold["pred_classes"])
-        assert len(set(idx.tolist())) == len(idx), "two golden detections matched the same one"
-        np.testing.assert_array_less(dist, box_tolerance(key, name))
-        np.testing.assert_array_equal(dets.classes[idx], gold["pred_classes"])
-        np.testing.assert_allclose(boxes[idx], gold[name], **tolerance(key, name))
-        np.testing.assert_allclose(dets.scores[idx], gold["scores"], **tolerance(key, "scores"))
-    assert np.all(np.diff(dets.scores) <= 0), "detections must come sorted by descending score"
+    assert_detections_match(ours, gold, key)
 
 
 @pytest.mark.parametrize("run", [pytest.param(("r50", "chelsea"), id="r50-chelsea"),
