@@ -73,8 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     from vcm_eval.data.synthetic import SyntheticDataset
     from vcm_eval.models.embedded import build_embedded_model
 
+    from vcm_eval.models.base import WeightsError
+
     torch.set_num_threads(2)
-    model = build_embedded_model(args.weights)
+    try:
+        model = build_embedded_model(args.weights)
+    except WeightsError as exc:
+        parser.exit(2, f"feature_rank: error: {exc}\n")
     end = args.first + args.count
     dataset = SyntheticDataset(split="val", num_images=end, root=args.data_root, style=args.style,
                                size=max(200, end))
