@@ -71,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vcm_eval.data.synthetic import SyntheticDataset
-    from vcm_eval.models.embedded import build_embedded_model
-
     from vcm_eval.models.base import WeightsError
+    from vcm_eval.models.embedded import build_embedded_model
 
     torch.set_num_threads(2)
     try:
