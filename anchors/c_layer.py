@@ -12,6 +12,9 @@ its own:
 and the receiver decodes, unpacks and dequantises each level and runs the rest of the network on
 the reconstructions. Coding error of a coarse level reaches every finer level through the FPN's
 top-down sums — the weakness the compensation proposal addresses.
+
+Training-free sample methods (``quantizer``, ``transform``, ``downsample``; :mod:`vcm_eval.features.chain`)
+sit between steps 1 and 2 when an entry's YAML switches them on; all are off in the CTC's anchor.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ import numpy as np
 from vcm_eval.codecs.base import FrameSpec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.evaluation.bitrate import feature_side_info_bits, psnr_db
-from vcm_eval.features import (
-    PackingGeometry,
-    QuantParams,
-    dequantize,
-    min_max_params,
-    pack_channels,
-    quantize,
-    unpack_channels,
+from vcm_eval.features import PackingGeometry, pack_channels, unpack_channels
+from vcm_eval.features.chain import (
+    ChainOptions,
+    decode_samples,
+    encode_samples,
+    params_from_record,
+    params_to_record,
+    side_info_bits,
 )
 from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
 from vcm_eval.types import Frame, SplitFeatures
@@ -48,6 +51,11 @@ class CLayerAnchor(FeatureCodingMethod):
         qp_offsets: per-level QP offsets, ``{"c2": -3, "c5": 2}``: level ``l`` is coded at rate point
             ``+ qp_offsets[l]`` (0 for levels not named). Empty (the CTC's anchor) leaves the entry's identity,
             and so every cache key and result, as they were before offsets existed.
+        quantizer: the quantiser's range, ``{range: percentile, low: 0.1, high: 99.9}``, ``{range: sigma, k: 4}``,
+            ``per_channel: true``, ``zscore: true`` (:class:`~vcm_eval.features.chain.ChainOptions`); null = min-max.
+        transform: a channel transform, ``{kind: klt, basis: embedded, components: {c2: 16}}`` (or
+            ``kind: select``, range-based channel truncation); null = none.
+        downsample: per-level resolution reduction, ``{c2: 2}``; null = none.
 
     Example::
 
@@ -57,9 +65,15 @@ class CLayerAnchor(FeatureCodingMethod):
     """
 
     def __init__(self, *, name: str = "c_layer", rate_points: Sequence[int], bit_depth: int = 10,
-                 levels: Sequence[str] = ("c5", "c4", "c3", "c2"), qp_offsets: Mapping[str, int] | None = None
-                 ) -> None:
+                 levels: Sequence[str] = ("c5", "c4", "c3", "c2"), qp_offsets: Mapping[str, int] | None = None,
+                 quantizer: Mapping[str, Any] | None = None, transform: Mapping[str, Any] | None = None,
+                 downsample: Mapping[str, int] | None = None) -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
+        self.chain = ChainOptions.of(quantizer, transform, downsample)
+        for option, named in (("components", self.chain.components), ("downsample", self.chain.downsample)):
+            stray = sorted(set(named) - set(levels))
+            if stray:
+                raise ValueError(f"{name}: {option} name levels {stray} that are not coded ({list(levels)})")
         self.levels = list(levels)
         offsets = {str(k): int(v) for k, v in (qp_offsets or {}).items()}
         unknown = sorted(set(offsets) - set(self.levels))
@@ -83,41 +97,53 @@ class CLayerAnchor(FeatureCodingMethod):
         params.pop("qp_offsets", None)
         if self._qp_offsets:
             params["qp_offsets"] = dict(sorted(self._qp_offsets.items()))
+        for option in ("quantizer", "transform", "downsample"):
+            params.pop(option, None)
+        if not self.chain.is_default:
+            params["samples"] = self.chain.identity()
         return params
 
     def code_level(self, level: str, feature_map: np.ndarray, qp: int, coder: CachedCodec, *,
                    label: str) -> tuple[CodedLevel, np.ndarray]:
         """Quantise, pack and code one (C, H, W) map; returns its record and the decoded float32 map."""
-        params = min_max_params(feature_map, self.bit_depth)
-        picture, geometry = pack_channels(quantize(feature_map, params))
+        q, params, samples = encode_samples(level, feature_map, self.chain, self.bit_depth)
+        picture, geometry = pack_channels(q)
         frame = Frame.gray(picture, self.bit_depth)
         picture_label = f"{label} {level} ({frame.width}x{frame.height}) at QP {qp}"
         stored = coder.encode(frame, qp, label=picture_label)
         decoded, decode_s = coder.decode(stored.key, FrameSpec.of(frame), label=picture_label)
-        reconstruction = dequantize(unpack_channels(decoded.luma, geometry), params)
+        reconstruction = decode_samples(level, unpack_channels(decoded.luma, geometry), params, samples, self.chain)
+        peak = float(np.float32(np.max(feature_map))) - float(np.float32(np.min(feature_map)))
         record = CodedLevel(
             level=level,
             bitstream=stored.key,
             num_bytes=stored.num_bytes,
-            quant=params.to_dict(),
+            quant=params_to_record(params),
             geometry=geometry.to_dict(),
-            psnr_db=psnr_db(feature_map, reconstruction, params.maximum - params.minimum),
+            psnr_db=psnr_db(feature_map, reconstruction, peak),
             encode_s=0.0 if stored.from_cache else stored.encode_s,
             decode_s=decode_s,
             from_cache=stored.from_cache,
             command=stored.command,
             qp=int(qp),
+            samples=samples or None,
+            side_info_bits=side_info_bits(params, samples),
         )
         return record, reconstruction
 
     def decode_level(self, record: CodedLevel, coder: CachedCodec, *, label: str) -> np.ndarray:
         """Decode, unpack and dequantise one level from its record."""
-        params = QuantParams(**record.quant)
+        params = params_from_record(record.quant)
         geometry = PackingGeometry(**record.geometry)
         height, width = geometry.picture_shape
-        spec = FrameSpec(height, width, params.bit_depth, "400")
+        spec = FrameSpec(height, width, params[0].bit_depth, "400")
         decoded, _ = coder.decode(record.bitstream, spec, label=f"{label} {record.level}")
-        return dequantize(unpack_channels(decoded.luma, geometry), params)
+        return decode_samples(record.level, unpack_channels(decoded.luma, geometry), params, record.samples,
+                              self.chain)
+
+    def side_info_bits(self, levels: Mapping[str, CodedLevel]) -> int:
+        """Per image: the original size, one range per level, and what each level's sample methods add."""
+        return feature_side_info_bits(len(levels)) + sum(record.side_info_bits for record in levels.values())
 
     def encode(self, features: SplitFeatures, rate_point: int, coder: CachedCodec, *,
                label: str = "") -> CodedFeatures:
@@ -129,8 +155,8 @@ class CLayerAnchor(FeatureCodingMethod):
         for level in self.levels:
             levels[level], _ = self.code_level(level, features.layers[level], self.level_qp(level, rate_point),
                                                coder, label=label)
-        return CodedFeatures(self.name, rate_point, features.meta, levels,
-                             feature_side_info_bits(len(levels)), coder.identity())
+        return CodedFeatures(self.name, rate_point, features.meta, levels, self.side_info_bits(levels),
+                             coder.identity())
 
     def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:
         layers = {name: self.decode_level(record, coder, label=label) for name, record in coded.levels.items()}

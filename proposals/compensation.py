@@ -10,15 +10,22 @@ The receiver is unchanged: it sums ``dec(C'_{N-1}) + up(T^_N)`` as the FPN alway
 ``T^_N = T_N - E_N``, each top-down map then carries only its own level's coding error instead of
 the accumulated error of every coarser level. The paper compensates C4 and C3 (``compensated_levels``)
 and reports that also compensating C2 lowered performance.
+
+Variants (off by default): ``error_scale`` adds ``s_N-1 * up(E_N)`` instead of ``up(E_N)`` to a level, and
+``keep_range`` clips ``C'_{N-1}`` to the range of the original ``C_{N-1}``, so that the added error neither
+widens the quantiser's range (a coarser step for the whole level) nor pushes samples outside what the level
+carries. The sample methods and per-level QP offsets of the anchor apply as well.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 from anchors.c_layer import CLayerAnchor
 from vcm_eval.codecs.cache import CachedCodec
-from vcm_eval.evaluation.bitrate import feature_side_info_bits
 from vcm_eval.features import add_upsampled_error, coding_error
 from vcm_eval.methods import CodedFeatures
 from vcm_eval.types import SplitFeatures
@@ -36,20 +43,48 @@ class CompensationProposal(CLayerAnchor):
         compensated_levels: levels that receive the upsampled error of the level coded just before
             them; the paper's default is ``[c4, c3]``, ``c2`` is an option.
         qp_offsets: per-level QP offsets, as for the anchor (none in the paper).
+        error_scale: level -> s, the share of the upsampled error added to that level (1 for levels not named).
+        keep_range: clip each compensated map to the original map's [min, max].
+        quantizer, transform, downsample: the anchor's sample methods (:class:`~anchors.c_layer.CLayerAnchor`).
     """
 
     def __init__(self, *, name: str = "compensation", rate_points: Sequence[int], bit_depth: int = 10,
                  levels: Sequence[str] = ("c5", "c4", "c3", "c2"),
-                 compensated_levels: Sequence[str] = ("c4", "c3"), qp_offsets: Mapping[str, int] | None = None
-                 ) -> None:
+                 compensated_levels: Sequence[str] = ("c4", "c3"), qp_offsets: Mapping[str, int] | None = None,
+                 error_scale: Mapping[str, float] | None = None, keep_range: bool = False,
+                 quantizer: Mapping[str, Any] | None = None, transform: Mapping[str, Any] | None = None,
+                 downsample: Mapping[str, int] | None = None) -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth, levels=levels,
-                         qp_offsets=qp_offsets)
+                         qp_offsets=qp_offsets, quantizer=quantizer, transform=transform, downsample=downsample)
+        self.error_scale = {str(k): float(v) for k, v in (error_scale or {}).items() if float(v) != 1.0}
+        self.keep_range = bool(keep_range)
         unknown = [lv for lv in compensated_levels if lv not in self.levels]
         if unknown:
             raise ValueError(f"{name}: compensated_levels {unknown} are not among the coded levels {self.levels}")
         if self.levels and self.levels[0] in compensated_levels:
             raise ValueError(f"{name}: {self.levels[0]} is coded first; no coarser error exists to compensate it")
         self.compensated_levels = list(compensated_levels)
+
+    def params(self) -> dict[str, Any]:
+        """The anchor's parameters plus the compensation's; the variants only when switched on, so that the
+        paper's entry keeps the identity (and cache keys) it had before they existed."""
+        params = super().params()
+        params.pop("error_scale", None)
+        params.pop("keep_range", None)
+        if self.error_scale:
+            params["error_scale"] = dict(sorted(self.error_scale.items()))
+        if self.keep_range:
+            params["keep_range"] = True
+        return params
+
+    def compensated_input(self, level: str, original: np.ndarray, previous_error: np.ndarray) -> np.ndarray:
+        """``C' = C + s * up(E)``, clipped to ``[min C, max C]`` with ``keep_range``."""
+        scale = self.error_scale.get(level, 1.0)
+        error = previous_error if scale == 1.0 else (previous_error * np.float32(scale)).astype(np.float32)
+        coded_input = add_upsampled_error(original, error)
+        if self.keep_range:
+            coded_input = np.clip(coded_input, np.min(original), np.max(original)).astype(np.float32)
+        return coded_input
 
     def encode(self, features: SplitFeatures, rate_point: int, coder: CachedCodec, *,
                label: str = "") -> CodedFeatures:
@@ -58,11 +93,11 @@ class CompensationProposal(CLayerAnchor):
         for level in self.levels:
             original = features.layers[level]
             if level in self.compensated_levels and previous_error is not None:
-                coded_input = add_upsampled_error(original, previous_error)
+                coded_input = self.compensated_input(level, original, previous_error)
             else:
                 coded_input = original
             levels[level], reconstruction = self.code_level(level, coded_input, self.level_qp(level, rate_point),
                                                             coder, label=label)
             previous_error = coding_error(coded_input, reconstruction)
-        return CodedFeatures(self.name, rate_point, features.meta, levels,
-                             feature_side_info_bits(len(levels)), coder.identity())
+        return CodedFeatures(self.name, rate_point, features.meta, levels, self.side_info_bits(levels),
+                             coder.identity())

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vcm_eval.features.transform import LevelStatistics
+
 
 def effective_rank(eigenvalues: np.ndarray, energy: float) -> int:
     """Smallest k such that the k largest eigenvalues hold at least ``energy`` of their sum.
@@ -34,28 +36,6 @@ def effective_rank(eigenvalues: np.ndarray, energy: float) -> int:
     if total <= 0:
         return 0
     return int(np.searchsorted(np.cumsum(lam), energy * total) + 1)
-
-
-class LevelStatistics:
-    """Running sums for a covariance over samples of one level: n, sum x, sum x x^T (float64)."""
-
-    def __init__(self, channels: int) -> None:
-        self.n = 0
-        self.sum = np.zeros(channels)
-        self.outer = np.zeros((channels, channels))
-
-    def add(self, layer: np.ndarray) -> None:
-        """Add every position of a (C, H, W) layer as one sample."""
-        x = layer.reshape(layer.shape[0], -1).astype(np.float64)
-        self.n += x.shape[1]
-        self.sum += x.sum(axis=1)
-        self.outer += x @ x.T
-
-    def eigenvalues(self) -> np.ndarray:
-        """Eigenvalues of the covariance, largest first."""
-        mean = self.sum / self.n
-        cov = self.outer / self.n - np.outer(mean, mean)
-        return np.linalg.eigvalsh(cov)[::-1]
 
 
 def main(argv: list[str] | None = None) -> int:

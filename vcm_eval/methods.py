@@ -37,6 +37,11 @@ class CodedLevel:
         command: the encoder command line or options, as recorded with the bitstream.
         qp: the QP this level was coded at (the rate point plus the entry's offset for the level);
             ``None`` in records written before per-level QPs existed, where it was the rate point.
+        samples: what the sample methods of :mod:`vcm_eval.features.chain` did to the level (downsampling
+            factor, transform and number of components, z-score statistics, clipped fraction); ``None`` for
+            the anchor's chain. The decoder inverts them from this record alone.
+        side_info_bits: side information of this level beyond its one quantiser range (counted in the
+            image's ``side_info_bits``).
     """
 
     level: str
@@ -50,6 +55,8 @@ class CodedLevel:
     from_cache: bool
     command: list[str] | None = None
     qp: int | None = None
+    samples: dict | None = None
+    side_info_bits: int = 0
 
     @property
     def num_bits(self) -> int:

@@ -86,9 +86,11 @@ _CLASS_STYLE: dict[str, tuple[tuple[int, int, int], str]] = {
     "cross": ((30, 195, 205), "stripes"),
 }
 
-SPLITS: dict[str, int] = {"train": 1, "val": 2}
+SPLITS: dict[str, int] = {"train": 1, "val": 2, "tune": 3}
 #: The embedded model trains on train pictures 0..7999 (tools/train_embedded_model.py) and is scored on val.
-DEFAULT_SPLIT_SIZE: dict[str, int] = {"train": 8000, "val": 200}
+#: ``tune`` is neither: what methods fitted or searched for an entry (channel bases, rate allocations) see, so
+#: that neither the detector's training pictures nor the CTC's pictures bias them.
+DEFAULT_SPLIT_SIZE: dict[str, int] = {"train": 8000, "val": 200, "tune": 200}
 
 SHORT_SIDE_PX = 320
 MAX_LONG_SIDE_PX = 480
@@ -698,11 +700,12 @@ class SyntheticDataset(CocoDataset):
     """The bundled synthetic detection set as a COCO-format dataset, generated on first use.
 
     Args:
-        split: ``"val"`` (held out; the evaluation set) or ``"train"``.
+        split: ``"val"`` (held out; the evaluation set), ``"train"`` (the embedded model's) or ``"tune"``
+            (for fitting and searching an entry's methods; seen by neither the model nor the CTC).
         num_images: evaluate only the first N pictures (id order); ``None`` = the whole split.
         root: cache folder; ``None`` = :func:`default_root`.
         seed: generator seed.
-        size: pictures in the split; ``None`` = 200 for val, 8000 for train.
+        size: pictures in the split; ``None`` = 200 for val and tune, 8000 for train.
         style: ``"shapes"`` (the original flat shapes) or ``"natural"`` (photographic; needs scikit-image).
 
     Example::

@@ -81,3 +81,61 @@ def dequantize(q: np.ndarray, params: QuantParams) -> np.ndarray:
     lo, hi = np.float32(params.minimum), np.float32(params.maximum)
     step = (hi - lo) / np.float32(params.levels)
     return q.astype(np.float32) * step + lo
+
+
+#: How a quantiser's range is chosen (``range_params``).
+RANGE_METHODS = ("minmax", "percentile", "sigma")
+
+
+def range_params(x: np.ndarray, bit_depth: int = 10, *, method: str = "minmax", low: float = 0.1,
+                 high: float = 99.9, k: float = 4.0) -> QuantParams:
+    """Side information of a clipped quantiser: the range that :func:`quantize` maps onto ``[0, 2**N - 1]``.
+
+    - ``minmax``: ``[min x, max x]`` (:func:`min_max_params`, the anchor's; nothing is clipped);
+    - ``percentile``: ``[P_low(x), P_high(x)]``, percentiles in percent (linear interpolation);
+    - ``sigma``: ``[mean - k sd, mean + k sd]`` of ``x``, intersected with ``[min x, max x]``.
+
+    Samples outside the range are clipped to its ends by :func:`quantize`; :func:`clipped_fraction` counts
+    them. A narrower range spends the 2**N codes on the bulk of the distribution: a finer step where the
+    samples are, a larger error on the few outliers.
+    """
+    full = min_max_params(x, bit_depth)
+    if method == "minmax":
+        return full
+    if method == "percentile":
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"percentile range needs 0 <= low < high <= 100, got low={low}, high={high}")
+        lo, hi = np.percentile(x.astype(np.float64), [low, high])
+    elif method == "sigma":
+        if k <= 0:
+            raise ValueError(f"sigma range needs k > 0, got {k}")
+        mean, sd = float(np.mean(x, dtype=np.float64)), float(np.std(x, dtype=np.float64))
+        lo, hi = max(mean - k * sd, full.minimum), min(mean + k * sd, full.maximum)
+    else:
+        raise ValueError(f"unknown quantiser range {method!r}; choose one of {list(RANGE_METHODS)}")
+    return QuantParams(float(np.float32(lo)), float(np.float32(hi)), bit_depth)
+
+
+def clipped_fraction(x: np.ndarray, params: QuantParams) -> float:
+    """Fraction of the samples of ``x`` outside ``[min, max]`` of ``params`` (clipped by :func:`quantize`)."""
+    lo, hi = np.float32(params.minimum), np.float32(params.maximum)
+    return float(np.count_nonzero((x < lo) | (x > hi)) / max(x.size, 1))
+
+
+def channel_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of a (C, H, W) map as float32 (their transmitted precision);
+    a channel with zero deviation gets 1 so that normalising it is the identity around its mean."""
+    flat = x.reshape(x.shape[0], -1).astype(np.float64)
+    mean = flat.mean(axis=1).astype(np.float32)
+    sd = flat.std(axis=1).astype(np.float32)
+    return mean, np.where(sd > 0, sd, np.float32(1.0)).astype(np.float32)
+
+
+def normalize_channels(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Z-score per channel: ``z[c] = (x[c] - mean[c]) / sd[c]`` (float32)."""
+    return ((x.astype(np.float32) - mean[:, None, None]) / sd[:, None, None]).astype(np.float32)
+
+
+def denormalize_channels(z: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`normalize_channels`: ``x[c] = z[c] * sd[c] + mean[c]``."""
+    return (z.astype(np.float32) * sd[:, None, None] + mean[:, None, None]).astype(np.float32)
