@@ -143,6 +143,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     meta = ReportMeta(ctc=str(cfg.ctc.name), dataset=dataset.name, model=model.name, codec=codec.name,
                       metric=evaluator.headline, anchors=anchors, entries=[s.entry.name for s in entries],
                       bd_min_points=int(cfg.bd.min_points), bd_min_overlap=float(cfg.bd.min_overlap),
+                      bd_saturation_tolerance=float(cfg.bd.get("saturation_tolerance", 0.0)),
                       finished=provenance["finished"], config=config_flat)
     files, bd = write_reports(out_dir, per_image, summary, meta)
     files["provenance"] = out_dir / "provenance.json"

@@ -67,12 +67,12 @@ def curve_of(summary: pd.DataFrame, entry: str, metric: str) -> Curve:
 
 
 def bd_table(summary: pd.DataFrame, anchors: Sequence[str], entries: Sequence[str], metric: str, *,
-             min_points: int = 4, min_overlap: float = 0.1) -> pd.DataFrame:
+             min_points: int = 4, min_overlap: float = 0.1, saturation_tolerance: float = 0.0) -> pd.DataFrame:
     """BD-rate and BD-mAP of every entry against every anchor (an anchor is not compared with itself).
 
     Columns: ``anchor, test, metric, bd_rate_pchip, bd_rate_cubic`` (percent), ``bd_map_pchip,
     bd_map_cubic`` (mAP points), ``overlap`` (share of the joint mAP range both curves cover) and
-    ``reason`` (why a cell is NaN; empty when every value is valid).
+    ``reason`` (why a cell is NaN, or which saturated points a figure left out; empty otherwise).
     """
     rows = []
     for anchor in anchors:
@@ -84,9 +84,10 @@ def bd_table(summary: pd.DataFrame, anchors: Sequence[str], entries: Sequence[st
             row: dict = {"anchor": anchor, "test": test, "metric": metric}
             reasons = []
             for method in ("pchip", "cubic"):
-                rate = bd_rate(anchor_curve, test_curve, method=method, min_points=min_points, min_overlap=min_overlap)
+                rate = bd_rate(anchor_curve, test_curve, method=method, min_points=min_points, min_overlap=min_overlap,
+                               saturation_tolerance=saturation_tolerance)
                 acc = bd_accuracy(anchor_curve, test_curve, method=method, min_points=min_points,
-                                  min_overlap=min_overlap)
+                                  min_overlap=min_overlap, saturation_tolerance=saturation_tolerance)
                 row[f"bd_rate_{method}"] = rate.value
                 row[f"bd_map_{method}"] = acc.value
                 if method == "pchip":

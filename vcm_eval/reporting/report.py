@@ -33,7 +33,7 @@ class ReportMeta:
         metric: the headline accuracy column (``map_50``).
         anchors: entry names compared against (BD-rate references), in order.
         entries: every entry name, in order.
-        bd_min_points, bd_min_overlap: BD validity settings.
+        bd_min_points, bd_min_overlap, bd_saturation_tolerance: BD validity settings.
         finished: run finish time, ISO format; stamped into the spreadsheet so rebuilds are identical.
         config: the flattened resolved configuration (and provenance), for the ``config`` sheet.
     """
@@ -47,6 +47,7 @@ class ReportMeta:
     entries: list[str]
     bd_min_points: int = 4
     bd_min_overlap: float = 0.1
+    bd_saturation_tolerance: float = 0.0
     finished: str = "2000-01-01T00:00:00"
     config: dict[str, str] = field(default_factory=dict)
 
@@ -68,7 +69,7 @@ def write_reports(out_dir: Path, per_image: pd.DataFrame, summary: pd.DataFrame,
     """Write every report file of a run into ``out_dir``; returns the paths by name and the BD table."""
     per_image, summary = normalise(per_image), normalise(summary)
     bd = bd_table(summary, meta.anchors, meta.entries, meta.metric, min_points=meta.bd_min_points,
-                  min_overlap=meta.bd_min_overlap)
+                  min_overlap=meta.bd_min_overlap, saturation_tolerance=meta.bd_saturation_tolerance)
     files = write_tables(out_dir, per_image, summary, bd, dataset=meta.dataset, metric=meta.metric)
     title = f"{meta.ctc} CTC: {meta.dataset}, {meta.model}, {meta.codec}"
     files["rd_plot"] = rate_accuracy_plot(out_dir / "rd_curve.png", summary, metric=meta.metric,
