@@ -25,16 +25,17 @@ def small(root: Path) -> list[str]:
 def test_search_writes_a_runnable_proposal_from_tuning_pictures_only(tmp_path, capsys):
     conf = tmp_path / "conf" / "proposal"
     code = search_allocation.main([*small(tmp_path), "--images", "4", "--name", "tiny_search", "--rounds", "1",
-                                   "--coordinates", "offsets,shift", "--grid", "offset=0,-4", "--grid", "shift=0,2",
+                                   "--coordinates", "offsets,span", "--grid", "offset=0,-4", "--grid", "shift=0,2",
+                                   "--grid", "step=3",
                                    "--out", str(conf / "tiny_search.yaml")])
     assert code == 0
     out = capsys.readouterr().out
-    assert "round 1, offset:c2" in out and "round 1, shift" in out and "best:" in out
+    assert "round 1, offset:c2" in out and "span (" in out and "best:" in out
     # only the tune split was generated: no CTC (val) picture was made or read
     generated = sorted(p.name for p in (tmp_path / "data" / "synthetic").glob("*/*"))
     assert generated == ["tune-4"], generated
     table = pd.read_csv(conf / "tiny_search.search.csv")
-    assert len(table) >= 5 and {"candidate", "bd_rate", "bpp", "map"} <= set(table.columns)
+    assert len(table) >= 5 and {"candidate", "bd_rate", "bpp", "map", "coverage"} <= set(table.columns)
     body = yaml.safe_load((conf / "tiny_search.yaml").read_text())["tiny_search"]
     assert body["_target_"] == "anchors.c_layer.CLayerAnchor" and body["name"] == "tiny_search"
     assert "tuning" not in body  # the header is a comment
@@ -68,5 +69,8 @@ def test_coordinates_set_and_read_back():
     assert search_allocation.set_option(s, "offset:c3", 0)["qp_offsets"] is None
     node = search_allocation.entry_node(search_allocation.set_option(s, "shift", 2), "x", [36, 40])
     assert node["rate_points"] == [38, 42] and "_shift" not in node and node["_target_"]
+    stepped = search_allocation.set_option(search_allocation.set_option(s, "shift", 2), "step", 3)
+    assert search_allocation.entry_node(stepped, "x", [36, 38, 40])["rate_points"] == [38, 41, 44]
+    assert search_allocation.coverage(0.6, 0.9, 0.75, 0.95) == 0.5
     with pytest.raises(ValueError, match="--grid"):
         search_allocation.parse_grid(["range=1,2"])

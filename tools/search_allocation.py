@@ -2,13 +2,19 @@
 """Choose a feature entry's rate allocation and sample methods by BD-rate on tuning pictures, not the CTC's.
 
 Coordinate descent over a small grid: starting from the entry's YAML (``--entry c_layer`` or a proposal),
-each round visits every coordinate in turn — the number of channel components per level, a shift of all base
-QPs, per-level QP offsets, the quantiser's range, downsampling of C2 — evaluates every value
-of that coordinate with the others fixed (one ``python -m vcm_eval`` sweep per coordinate, on the tuning
-pictures, against the plain C-layer anchor), and keeps the value with the lowest BD-rate (pchip, the CTC's
-headline metric). A candidate whose BD-rate is NaN (its curve does not span enough of the anchor's mAP range,
-or is not monotonic) is never chosen. Every sweep goes through the store, so a value tried before costs
-nothing and an interrupted search resumes by running the same command.
+each round visits every coordinate in turn — the number of channel components per level, per-level QP
+offsets, the quantiser's range, downsampling of C2 — evaluates every value of that coordinate with the others
+fixed (one ``python -m vcm_eval`` sweep per coordinate, on the tuning pictures, against the plain C-layer
+anchor), and keeps the value with the lowest BD-rate (pchip, the CTC's headline metric). A candidate whose
+BD-rate is NaN (its curve does not overlap enough of the anchor's mAP range, or is not monotonic) is never
+chosen. Then the **span** phase chooses the entry's rate points: a shift of every base QP and the step
+between them (``base[0] + shift + i * step``), so that its curve covers as much of the anchor's mAP range as
+it can (coverage = the share of the anchor's [min, max] mAP that the entry's [min, max] overlaps), taking
+among those within ``--span-slack`` of the best coverage the one with the lowest BD-rate. BD-rate is only
+computed where the curves overlap, so an entry that never reaches the anchor's low-mAP end would be judged on
+a part of the range; the span phase is what makes its figure cover the range the anchor is judged on. Every
+sweep goes through the store, so a value tried before costs nothing and an interrupted search resumes by
+running the same command.
 
 The tuning pictures are the synthetic ``tune`` split (neither the detector's training pictures nor the
 CTC's): the tool refuses ``dataset.split=val``. It prints each coordinate's table as it goes, writes every
@@ -16,7 +22,7 @@ candidate it tried to ``--table`` (CSV) and the best entry as a proposal YAML (`
 ``python -m vcm_eval proposal=<name>`` runs on the CTC::
 
     python tools/search_allocation.py --name klt_search --images 40                  # -> conf/proposal/klt_search.yaml
-    python tools/search_allocation.py --entry compensation --name comp_search --coordinates offsets,shift
+    python tools/search_allocation.py --entry compensation --name comp_search --coordinates offsets,span
 """
 
 from __future__ import annotations
@@ -45,19 +51,21 @@ LEVELS = ("c2", "c3", "c4", "c5")
 #: What each coordinate may take (a grid small enough for a round to take minutes on a laptop).
 GRID: dict[str, list[Any]] = {
     "offset": [-6, -4, -2, 0, 2, 4],
-    "components": [4, 6, 8, 12, 16, 20, 24, 32],
+    "components": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32],
     "range": [("minmax",), ("percentile", 0.01, 99.99), ("percentile", 0.1, 99.9), ("sigma", 6.0)],
     "downsample": [1, 2],
-    "shift": [-6, -4, -2, 0, 2, 4, 6],
+    "shift": [-4, -2, 0, 2, 4, 6],
+    "step": [2, 3],
 }
-COORDINATE_GROUPS = ("components", "shift", "offsets", "range", "downsample")
+#: ``span`` is the final phase (shift x step), not a coordinate of the descent.
+COORDINATE_GROUPS = ("components", "offsets", "range", "downsample", "span")
 
 
 def set_option(spec: dict, coordinate: str, value: Any) -> dict:
     """A copy of the entry ``spec`` (its YAML body as a dict) with one coordinate set.
 
     Coordinates: ``offset:<level>``, ``components:<level>`` (turns the KLT on), ``range``,
-    ``downsample:<level>``, ``shift`` (added to every rate point).
+    ``downsample:<level>``, ``shift`` (added to every rate point), ``step`` (between rate points).
     """
     spec = copy.deepcopy(spec)
     kind, _, level = coordinate.partition(":")
@@ -85,6 +93,8 @@ def set_option(spec: dict, coordinate: str, value: Any) -> dict:
         spec["downsample"] = {k: v for k, v in sorted(factors.items()) if v != 1} or None
     elif kind == "shift":
         spec["_shift"] = int(value)
+    elif kind == "step":
+        spec["_step"] = int(value)
     else:
         raise ValueError(f"unknown coordinate {coordinate!r}")
     return spec
@@ -106,6 +116,8 @@ def current_value(spec: dict, coordinate: str) -> Any:
         return ("minmax",)
     if kind == "downsample":
         return int((spec.get("downsample") or {}).get(level, 1))
+    if kind == "step":
+        return spec.get("_step")
     return int(spec.get("_shift", 0))
 
 
@@ -129,19 +141,29 @@ def coordinates(groups: Iterable[str], levels: Iterable[str]) -> list[str]:
             out += [f"components:{lv}" for lv in levels]
         elif group == "downsample":
             out += ["downsample:c2"]
-        elif group in ("range", "shift"):
+        elif group == "range":
             out.append(group)
+        elif group == "span":
+            continue
         else:
             raise ValueError(f"unknown coordinate group {group!r}; choose from {list(COORDINATE_GROUPS)}")
     return out
 
 
 def entry_node(spec: dict, name: str, base_qps: list[int]) -> dict:
-    """The YAML body of a candidate: ``spec`` with its name and its (shifted) rate points."""
-    node = {k: v for k, v in spec.items() if k != "_shift"}
+    """The YAML body of a candidate: ``spec`` with its name and its rate points: ``base_qps`` shifted by
+    ``_shift``, or, with a ``_step``, ``base_qps[0] + _shift + i * _step``."""
+    node = {k: v for k, v in spec.items() if k not in ("_shift", "_step")}
     node["name"] = name
-    node["rate_points"] = [q + int(spec.get("_shift", 0)) for q in base_qps]
+    node["rate_points"] = rate_points(spec, base_qps)
     return node
+
+
+def rate_points(spec: dict, base_qps: list[int]) -> list[int]:
+    shift, step = int(spec.get("_shift", 0)), spec.get("_step")
+    if step is None:
+        return [q + shift for q in base_qps]
+    return [base_qps[0] + shift + i * int(step) for i in range(len(base_qps))]
 
 
 class Evaluator:
@@ -170,6 +192,8 @@ class Evaluator:
                 outcome = run(cfg, out)
             bd, summary = outcome.bd, outcome.summary
             metric = "map_50" if "map_50" in summary.columns else [c for c in summary if c.startswith("map_")][0]
+            anchor_map = summary.loc[summary["entry"] == "c_layer", metric]
+            lo, hi = float(anchor_map.min()), float(anchor_map.max())
             for i, spec in enumerate(unique):
                 name = f"cand{i}"
                 row = bd[(bd["test"] == name) & (bd["anchor"] == "c_layer")]
@@ -180,8 +204,16 @@ class Evaluator:
                     "reason": str(row["reason"].iloc[0]) if len(row) else "",
                     "bpp": [round(float(b), 4) for b in rows["avg_bpp"]],
                     "map": [round(float(m), 4) for m in rows[metric]],
+                    "coverage": coverage(lo, hi, float(rows[metric].min()), float(rows[metric].max())),
                 }
         return [self.results[self.key(s)] for s in specs]
+
+
+def coverage(anchor_lo: float, anchor_hi: float, lo: float, hi: float) -> float:
+    """Share of the anchor's accuracy range ``[anchor_lo, anchor_hi]`` that ``[lo, hi]`` overlaps."""
+    if anchor_hi <= anchor_lo:
+        return 0.0
+    return round(max(0.0, min(hi, anchor_hi) - max(lo, anchor_lo)) / (anchor_hi - anchor_lo), 4)
 
 
 def score(result: dict) -> float:
@@ -200,8 +232,9 @@ def describe(spec: dict) -> str:
         parts.append("quantizer " + ",".join(f"{k}={v}" for k, v in spec["quantizer"].items()))
     if spec.get("downsample"):
         parts.append("downsample " + ",".join(f"{k}/{v}" for k, v in spec["downsample"].items()))
-    if spec.get("_shift"):
-        parts.append(f"QP shift {spec['_shift']:+d}")
+    if spec.get("_shift") or spec.get("_step"):
+        parts.append(f"QPs shifted {int(spec.get('_shift', 0)):+d}" +
+                     (f", step {spec['_step']}" if spec.get("_step") else ""))
     return "; ".join(parts) or "(the entry as it is)"
 
 
@@ -235,6 +268,30 @@ def descend(start: dict, coords: list[str], evaluator: Evaluator, rounds: int,
     return best, best_result
 
 
+def span(best: dict, best_result: dict, evaluator: Evaluator, slack: float, grid: dict[str, list[Any]],
+         log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """Choose the rate points of ``best``: every (shift, step) of ``grid``; the candidates whose BD-rate is valid
+    and whose coverage is within ``slack`` of the best coverage compete on BD-rate."""
+    candidates = [set_option(set_option(best, "shift", shift), "step", step)
+                  for step in grid["step"] for shift in grid["shift"]]
+    started = time.perf_counter()
+    results = evaluator.evaluate(candidates)
+    log(f"span ({time.perf_counter() - started:.0f} s): rate points by coverage of the anchor's mAP range")
+    for spec, result in zip(candidates, results):
+        log(f"    QPs {rate_points(spec, evaluator.base_qps)}: coverage {result['coverage']:.2f}  BD-rate "
+            f"{result['bd_rate']:+8.2f} %  bpp {result['bpp']}  mAP {result['map']}")
+    pool = [(s, r) for s, r in zip(candidates, results) if math.isfinite(r["bd_rate"])]
+    if best_result.get("coverage") is not None and math.isfinite(best_result["bd_rate"]):
+        pool.append((best, best_result))
+    if not pool:
+        return best, best_result
+    top = max(r["coverage"] for _, r in pool)
+    spec, result = min(((s, r) for s, r in pool if r["coverage"] >= top - slack), key=lambda sr: sr[1]["bd_rate"])
+    log(f"  -> QPs {rate_points(spec, evaluator.base_qps)}: coverage {result['coverage']:.2f}, "
+        f"BD-rate {result['bd_rate']:+.2f} %")
+    return spec, result
+
+
 def proposal_yaml(name: str, spec: dict, base_qps: list[int], header: str) -> str:
     """The proposal file ``conf/proposal/<name>.yaml``: the best spec under its name, with what led to it."""
     node = entry_node(spec, name, base_qps)
@@ -254,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="passes over the coordinates (stops early)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="replace a coordinate's values, e.g. --grid shift=0,2,4 (offset, components, "
-                             "downsample, shift)")
+                             "downsample, shift, step)")
+    parser.add_argument("--span-slack", type=float, default=0.05,
+                        help="span phase: coverage within this of the best competes on BD-rate")
     parser.add_argument("--out", type=Path, help="proposal YAML (default conf/proposal/<name>.yaml)")
     parser.add_argument("--table", type=Path, help="CSV of every candidate tried (default next to --out)")
     parser.add_argument("--workdir", type=Path, help="run folders of the sweeps (default: a temporary one)")
@@ -284,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         evaluator = Evaluator(cfg, base_qps, args.workdir or Path(tmp))
         started = time.perf_counter()
-        best, result = descend(body, coords, evaluator, args.rounds, log=lambda s: print(s, flush=True), grid=grid)
+        say = lambda text: print(text, flush=True)  # noqa: E731
+        best, result = descend(body, coords, evaluator, args.rounds, log=say, grid=grid)
+        if "span" in args.coordinates.split(","):
+            best, result = span(best, result, evaluator, args.span_slack, grid, log=say)
     rows = [{"candidate": describe(json.loads(k)), **{kk: (json.dumps(v) if isinstance(v, list) else v)
                                                        for kk, v in r.items()}, "spec": k}
             for k, r in evaluator.results.items()]
@@ -297,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(BD-mAP {result['bd_map']:+.2f} pt).\nEvery candidate: {table}\nChosen: {describe(best)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(proposal_yaml(args.name, best, base_qps, header))
-    print(f"\nbest: {describe(best)}: BD-rate {result['bd_rate']:+.2f} % on the tuning pictures\n"
+    result_qps = rate_points(best, base_qps)
+    print(f"\nbest: {describe(best)}, QPs {result_qps}: BD-rate {result['bd_rate']:+.2f} % on the tuning pictures\n"
           f"wrote {out} (run it: python -m vcm_eval proposal={args.name}) and {table}")
     return 0
 
