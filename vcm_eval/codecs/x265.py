@@ -5,6 +5,10 @@ single-threaded (``pools=none``, ``frame-threads=1``) so that the output is dete
 without the SEI message in which x265 writes its version and options (``info=0``), which would
 otherwise be counted as rate. The raw ``hevc`` muxer writes the Annex-B elementary stream, so
 file bytes are bitstream bytes.
+
+libx265 refuses pictures narrower or lower than 16 samples (a packed level of a few channel components can
+be 10x15); such a 4:0:0 picture is extended to 16 by repeating its last row / column, and the decoder crops
+it back. Larger pictures are coded exactly as given.
 """
 
 from __future__ import annotations
@@ -50,6 +54,22 @@ def decode_annexb(bitstream: bytes, container_format: str, spec: FrameSpec, *, c
     return check_decoded(decoded, spec, codec=codec, label=label)
 
 
+#: libx265's smallest picture side.
+MIN_SIDE = 16
+
+
+def pad_to_minimum(frame: Frame, minimum: int = MIN_SIDE) -> Frame:
+    """``frame`` with its 4:0:0 plane extended to at least ``minimum`` x ``minimum`` by edge repetition;
+    unchanged when it is large enough."""
+    if frame.height >= minimum and frame.width >= minimum:
+        return frame
+    if frame.chroma_format != "400":
+        raise CodecError(f"x265: a {frame.chroma_format} picture of {frame.width}x{frame.height} is smaller than "
+                         f"x265's {minimum}x{minimum}; only 4:0:0 pictures are extended")
+    luma = np.pad(frame.luma, ((0, max(0, minimum - frame.height)), (0, max(0, minimum - frame.width))), mode="edge")
+    return Frame.gray(luma, frame.bit_depth)
+
+
 class X265Codec(VideoCodec):
     """HEVC All-Intra at fixed QP via PyAV's libx265.
 
@@ -80,6 +100,8 @@ class X265Codec(VideoCodec):
         if not 0 <= int(qp) <= 51:
             raise CodecError(f"x265: QP {qp} of {label or 'picture'} is outside 0..51")
         start = time.perf_counter()
+        given = frame
+        frame = pad_to_minimum(frame)
         buf = io.BytesIO()
         try:
             with av.open(buf, "w", format="hevc") as out:
@@ -92,7 +114,7 @@ class X265Codec(VideoCodec):
                 for packet in stream.encode(None):
                     out.mux(packet)
         except (av.error.FFmpegError, ValueError) as exc:
-            raise CodecError(f"x265: encoding {label or 'picture'} ({frame.width}x{frame.height}) at QP {qp} "
+            raise CodecError(f"x265: encoding {label or 'picture'} ({given.width}x{given.height}) at QP {qp} "
                              f"failed: {exc}") from exc
         bitstream = buf.getvalue()
         if not bitstream:
@@ -101,7 +123,12 @@ class X265Codec(VideoCodec):
                             command=[f"libx265 preset={self.preset} {self.x265_params(qp)}"])
 
     def decode(self, bitstream: bytes, like: Frame | FrameSpec, *, label: str = "") -> Frame:
-        return decode_annexb(bitstream, "hevc", FrameSpec.of(like), codec=self.name, label=label)
+        spec = FrameSpec.of(like)
+        if spec.height >= MIN_SIDE and spec.width >= MIN_SIDE:
+            return decode_annexb(bitstream, "hevc", spec, codec=self.name, label=label)
+        padded = FrameSpec(max(spec.height, MIN_SIDE), max(spec.width, MIN_SIDE), spec.bit_depth, spec.chroma_format)
+        decoded = decode_annexb(bitstream, "hevc", padded, codec=self.name, label=label)
+        return Frame.gray(np.ascontiguousarray(decoded.luma[: spec.height, : spec.width]), spec.bit_depth)
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "library": "libx265 via PyAV", "av": av.__version__,
