@@ -91,6 +91,20 @@ def sample_inputs(cfg, args) -> Sample:
     return Sample([model.encode(p) for p in pictures], pictures, model)
 
 
+def features_at(sample: Sample, split: str) -> list[SplitFeatures]:
+    """The sample's features at an entry's split point (the model carries C-layers on, as the sweep does).
+
+    Raises:
+        ValueError: a split other than the C-layers with no model to carry them there (``--clayers``).
+    """
+    if split == "c":
+        return sample.features
+    if sample.model is None:
+        raise ValueError(f"an entry codes the split point {split!r}: planning it needs the model, which --clayers "
+                         "leaves out; sample pictures of the data set instead")
+    return [sample.model.to_split(feats, split) for feats in sample.features]
+
+
 _KEYS = itertools.count()
 
 
@@ -228,14 +242,13 @@ def measure_sample(codec: VideoCodec, feature_entries: list[FeatureCodingMethod]
     seconds, mpixels, new_share = 0.0, 0.0, {}
     # children forked before the coding (ldconfig from a big process) would pass for the encoder's memory
     _, rss_before = peak_rss_bytes()
-    features = sample.features
     with tempfile.TemporaryDirectory() as tmp:
         shared = CachedCodec(codec, Store(Path(tmp) / "shared"))
-        bitstreams = _Growth(Path(tmp) / "shared" / "bitstreams", len(features), disk_qps)
+        bitstreams = _Growth(Path(tmp) / "shared" / "bitstreams", len(sample.features), disk_qps)
         coded_sample: dict[str, list[CodedFeatures]] = {}
         for entry in feature_entries:
             coded_new = coded_all = 0
-            for i, feats in enumerate(features):
+            for i, feats in enumerate(features_at(sample, entry.split)):
                 fresh = CachedCodec(codec, Store(Path(tmp) / f"{entry.name}-{i}"))
                 t0 = time.perf_counter()
                 coded = entry.encode(feats, qp, fresh, label=f"sample {i}")
@@ -357,8 +370,9 @@ def disk_per_picture(sample: Sample, feature_entries: list[FeatureCodingMethod],
             t0 = time.perf_counter()
             reconstruction = entry.decode(c, shared)
             t1 = time.perf_counter()
+            psnr = topdown_psnr(feats, reconstruction) if entry.split == "c" else {}  # as the sweep's detect task
             record = detection_record(f"{i}", entry.name, c, model.decode(reconstruction), t1 - t0,
-                                      time.perf_counter() - t1, topdown_psnr(feats, reconstruction))
+                                      time.perf_counter() - t1, psnr)
             detections += stored_size(sizes, "detections", record) * len(entry.rate_points)
     for entry in image_entries:
         for i, (picture, (decoded_picture, coding)) in enumerate(zip(sample.pictures, decoded[entry.name])):

@@ -26,7 +26,7 @@ class CodedLevel:
     """One coded feature level: where its bitstream is and what the decoder needs to invert it.
 
     Attributes:
-        level: ``c2``..``c5``.
+        level: ``c2``..``c5`` (or ``p2``..``p5`` for P-layer entries).
         bitstream: store key of the bitstream (see :class:`~vcm_eval.codecs.cache.CachedCodec`).
         num_bytes: bitstream size.
         quant: :class:`~vcm_eval.features.quantize.QuantParams` as a dict (side information).
@@ -64,7 +64,7 @@ class CodedLevel:
 
 @dataclass
 class CodedFeatures:
-    """The coded C-layers of one image at one rate point: the bitstreams plus side information.
+    """The coded split-point layers of one image at one rate point: the bitstreams plus side information.
 
     ``num_bits`` counts every bit a decoder receives: the bitstreams and ``side_info_bits``.
     """
@@ -138,11 +138,26 @@ class FeatureCodingMethod(CodingEntry):
     """Codes split-point features; subclass in ``anchors/`` or ``proposals/``.
 
     Contract: ``encode`` codes every level with ``coder`` and returns the record; ``decode`` rebuilds
-    the C-layers a receiver would get from that record alone (bitstreams + side information), which
-    the framework passes to the model's decoder side. Both are deterministic functions of their inputs.
+    the split-point layers a receiver would get from that record alone (bitstreams + side information),
+    which the framework passes to the model's decoder side. Both are deterministic functions of their inputs.
+
+    ``split`` names the split point the entry codes (:data:`vcm_eval.models.base.SPLIT_LEVELS`): ``"c"``, the
+    C-layers ``c2..c5`` after the FPN laterals, or ``"p"``, the P-layers ``p2..p5`` after the FPN output
+    convolutions. The framework hands ``encode`` the features at that split (the model carries its stored
+    C-layers there) and the model decodes from it; the entry never learns which model it codes for.
     """
 
     input: ClassVar[str] = "features"
+    split: ClassVar[str] = "c"
+
+    def identity(self) -> dict[str, Any]:
+        """As :meth:`CodingEntry.identity`, plus ``split`` for entries that code another split point than the
+        C-layers (left out for ``"c"``, so that the identities, and every cache key, of C-layer entries are what
+        they were before split points existed)."""
+        identity = super().identity()
+        if self.split != "c":
+            identity["split"] = self.split
+        return identity
 
     @abc.abstractmethod
     def encode(self, features: SplitFeatures, rate_point: int, coder: CachedCodec, *,
@@ -151,7 +166,7 @@ class FeatureCodingMethod(CodingEntry):
 
     @abc.abstractmethod
     def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:
-        """Reconstruct the C-layers from ``coded``."""
+        """Reconstruct the split-point layers (those of ``split``) from ``coded``."""
 
 class ImageCodingMethod(CodingEntry):
     """Codes the input picture itself (the image anchor); the unsplit model runs on the decoded picture.

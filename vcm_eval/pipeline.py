@@ -3,7 +3,8 @@
 Data flow (DESIGN.md section 3)::
 
     image -> model.encode -> {c2..c5}                         extract task, once per image (+ uncompressed detections)
-          -> entry.encode(QP) -> bitstreams + side info        code task, one coding chain per (image, entry, QP)
+          -> model.to_split(entry.split) -> entry.encode(QP)   code task, one coding chain per (image, entry, QP)
+             -> bitstreams + side info
           -> entry.decode -> model.decode -> detections        detect task, one per reconstruction
     image -> entry.code(QP) -> decoded picture -> model.detect image task, for image-coding entries
 
@@ -13,6 +14,9 @@ graph up front, skips every task whose outputs already exist, and hands the rest
 So an interrupted sweep resumes where it stopped, the anchor's results are reused by every later
 proposal run at the same configuration, and the executor (in-process, process pool, Dask) is a
 configuration choice that cannot change a number.
+Only C-layers are stored: an entry coding another split point (``split = "p"``, the P-layers) gets them
+carried there by the model in its coding task (``SplitModel.to_split``, a deterministic function of the
+C-layers), and the model decodes from that split.
 
 The C-layers are the bulk of the store (float32 maps of every picture). With
 ``store.keep_features=until_done`` (:class:`Retention`) the driver deletes a picture's C-layers as soon
@@ -210,6 +214,7 @@ def code_task(rt: Runtime, image_id: str, clayers_key: str, entry: FeatureCoding
     store = rt.store
     if not store.exists("coded", coded_key, ".json"):
         features, _ = load_features(store, clayers_key)
+        features = at_split(rt, features, entry.split)
         coded = entry.encode(features, qp, rt.coder, label=f"image {image_id} [{entry.name}]")
         store.write_json("coded", coded_key, coded.to_dict())
     return _timing(start)
@@ -229,10 +234,20 @@ def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, en
         t0 = time.perf_counter()
         detections = rt.task_model().decode(reconstruction)
         nn_part_2_s = time.perf_counter() - t0
-        original, _ = load_features(store, clayers_key)
+        # top-down maps exist only between the C-layers and the output convolutions: entries coding a later
+        # split (P-layers) have none at the receiver, and their per-level PSNR (psnr_<level>) says it all
+        psnr = topdown_psnr(load_features(store, clayers_key)[0], reconstruction) if entry.split == "c" else {}
         store.write_json("detections", detections_key, detection_record(
-            image_id, entry.name, coded, detections, decode_s, nn_part_2_s, topdown_psnr(original, reconstruction)))
+            image_id, entry.name, coded, detections, decode_s, nn_part_2_s, psnr))
     return _timing(start)
+
+
+def at_split(rt: Runtime, features: SplitFeatures, split: str) -> SplitFeatures:
+    """Stored C-layers carried on to an entry's split point by the model (``SplitModel.to_split``); the model
+    is built only when the split differs, so C-layer entries code without one, as before."""
+    if split == "c":
+        return features
+    return rt.task_model().to_split(features, split)
 
 
 def image_task(rt: Runtime, image: ImageRef, entry: ImageCodingMethod, qp: int, detections_key: str) -> dict:

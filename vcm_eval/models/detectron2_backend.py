@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from vcm_eval.data.images import file_sha256
-from vcm_eval.models.base import SplitModel, WeightsError, check_image
-from vcm_eval.models.rcnn.fpn import C_LEVELS, top_down
+from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, WeightsError, check_image, split_of
+from vcm_eval.models.rcnn.fpn import top_down
 from vcm_eval.models.rcnn.zoo import get_zoo_config
 from vcm_eval.types import Detections, SplitFeatures, SplitMeta
 
@@ -42,7 +42,8 @@ def detectron2_available() -> tuple[bool, str]:
 
 
 class Detectron2SplitModel(SplitModel):
-    """A Detectron2 model-zoo Faster R-CNN FPN (or Mask R-CNN FPN) run by Detectron2 itself, split at the C-layers.
+    """A Detectron2 model-zoo Faster R-CNN FPN (or Mask R-CNN FPN) run by Detectron2 itself, split at the C-layers
+    (or, ``to_split(features, "p")``, at the P-layers ``p2..p5``; P6 comes from its ``top_block`` at the receiver).
 
     Args: as :func:`vcm_eval.models.rcnn.build_zoo_model`.
 
@@ -105,6 +106,25 @@ class Detectron2SplitModel(SplitModel):
                          padded_size=tuple(images.tensor.shape[-2:]))
         return SplitFeatures(layers=layers, meta=meta)
 
+    def _tensors(self, features: SplitFeatures) -> dict[str, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        return {k: torch.as_tensor(np.asarray(features.layers[k], dtype=np.float32))[None].to(device)
+                for k in SPLIT_LEVELS[split_of(features)]}
+
+    def _p_tensors(self, c: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Detectron2's FPN from the lateral outputs on: top-down sums, ``fpn_output*`` convs (p2..p5)."""
+        fpn = self.model.backbone
+        p = top_down(c, {f"p{k}": getattr(fpn, f"fpn_output{k}") for k in (2, 3, 4, 5)})
+        return {k: p[k] for k in SPLIT_LEVELS["p"]}
+
+    @torch.no_grad()
+    def c_to_p(self, features: SplitFeatures) -> SplitFeatures:
+        """C-layers -> P-layers ``p2..p5`` with Detectron2's own output convolutions (P6 left to the receiver)."""
+        if split_of(features) != "c":
+            raise ValueError(f"c_to_p takes C-layers, got levels {sorted(features.layers)}")
+        p = self._p_tensors(self._tensors(features))
+        return features.replace_layers({k: v[0].cpu().numpy() for k, v in p.items()})
+
     @torch.no_grad()
     def decode(self, features: SplitFeatures) -> Detections:
         from detectron2.modeling.postprocessing import detector_postprocess
@@ -112,8 +132,8 @@ class Detectron2SplitModel(SplitModel):
 
         device = next(self.model.parameters()).device
         fpn = self.model.backbone
-        c = {k: torch.as_tensor(np.asarray(features.layers[k], dtype=np.float32))[None].to(device) for k in C_LEVELS}
-        p = top_down(c, {f"p{k}": getattr(fpn, f"fpn_output{k}") for k in (2, 3, 4, 5)})
+        x = self._tensors(features)
+        p = self._p_tensors(x) if split_of(features) == "c" else x
         p["p6"] = fpn.top_block(p["p5"])[0]
         meta = features.meta
         # The RPN reads only image_sizes from the ImageList; anchors come from the feature shapes.

@@ -23,7 +23,10 @@ every level of 100 images at 5 QPs stays within minutes on two cores.
 
 The split (:class:`EmbeddedDetector`) follows ``vcm_eval.models.base``: ``encode`` stops after the
 lateral convolutions; ``decode`` repeats torchvision's FPN top-down pathway operation for operation,
-so ``decode(encode(x))`` equals the unsplit torchvision forward bit for bit.
+so ``decode(encode(x))`` equals the unsplit torchvision forward bit for bit. At the P-layer split point
+(``to_split(c, "p")``: the FPN's outputs ``p2..p5``, torchvision's "0".."3") the maps have the C-layers'
+shapes (32 channels each), so P-layer pictures are as large as C-layer pictures; "pool" (P6) is derived
+by the receiver from P5, and ``decode(to_split(encode(x), "p"))`` is the unsplit forward bit for bit too.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from vcm_eval.models.base import SplitModel, WeightsError, check_image
+from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, WeightsError, check_image, split_of
 from vcm_eval.types import Detections, SplitFeatures, SplitMeta
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -295,9 +298,11 @@ class EmbeddedDetector(SplitModel):
                          padded_size=tuple(int(v) for v in images.tensors.shape[-2:]))
         return SplitFeatures(layers=layers, meta=meta)
 
-    def _check_features(self, features: SplitFeatures) -> None:
+    def _check_features(self, features: SplitFeatures) -> str:
+        """The split ``features`` are at, after checking every level of it is there with its shape."""
+        split = split_of(features)
         ph, pw = features.meta.padded_size
-        for name, stride in zip(self.level_names, self.level_strides):
+        for name, stride in zip(SPLIT_LEVELS[split], self.level_strides):
             if name not in features.layers:
                 raise ValueError(f"split features lack level {name}; got {sorted(features.layers)}")
             shape = np.shape(features.layers[name])
@@ -305,14 +310,16 @@ class EmbeddedDetector(SplitModel):
             if tuple(shape) != want:
                 raise ValueError(f"level {name} has shape {tuple(shape)}, expected {want} for a padded "
                                  f"input of {ph}x{pw}")
+        return split
 
-    @torch.inference_mode()
-    def decode(self, features: SplitFeatures) -> Detections:
-        self._check_features(features)
+    def _tensors(self, features: SplitFeatures, split: str) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.ascontiguousarray(features.layers[n], dtype=np.float32))[None].to(self.device)
+                for n in SPLIT_LEVELS[split]]
+
+    def _fpn_outputs(self, c: list[torch.Tensor]) -> list[torch.Tensor]:
+        """torchvision ``FeaturePyramidNetwork.forward`` from the lateral outputs on, without its extra block:
+        ``T5 = C5, Tk = Ck + up(T(k+1))`` (nearest, to Ck's size), ``Pk = layer_block_k(Tk)``; [P2..P5]."""
         fpn = self.net.backbone.fpn
-        c = [torch.from_numpy(np.ascontiguousarray(features.layers[n], dtype=np.float32))[None].to(self.device)
-             for n in self.level_names]
-        # torchvision FeaturePyramidNetwork.forward, from the lateral outputs on.
         last_inner = c[-1]
         results = [fpn.layer_blocks[-1](last_inner)]
         for idx in range(len(c) - 2, -1, -1):
@@ -320,8 +327,30 @@ class EmbeddedDetector(SplitModel):
             top_down = F.interpolate(last_inner, size=inner_lateral.shape[-2:], mode="nearest")
             last_inner = inner_lateral + top_down
             results.insert(0, fpn.layer_blocks[idx](last_inner))
-        names = list(_FEATURE_KEYS)
-        results, names = fpn.extra_blocks(results, c, names)
+        return results
+
+    @torch.inference_mode()
+    def c_to_p(self, features: SplitFeatures) -> SplitFeatures:
+        """C-layers -> P-layers ``p2..p5``: the FPN's top-down sums and 3x3 output convolutions (32 channels
+        each, the C-layers' shapes). P6 ("pool") is left to the receiver (:mod:`vcm_eval.models.base`)."""
+        if self._check_features(features) != "c":
+            raise ValueError(f"c_to_p takes C-layers, got levels {sorted(features.layers)}")
+        p = self._fpn_outputs(self._tensors(features, "c"))
+        layers = {name: t[0].cpu().numpy().astype(np.float32, copy=False) for name, t in zip(SPLIT_LEVELS["p"], p)}
+        return features.replace_layers(layers)
+
+    @torch.inference_mode()
+    def decode(self, features: SplitFeatures) -> Detections:
+        split = self._check_features(features)
+        fpn = self.net.backbone.fpn
+        x = self._tensors(features, split)
+        results = self._fpn_outputs(x) if split == "c" else x
+        # P6 ("pool"): LastLevelMaxPool subsamples the last P-layer and ignores its second argument (the
+        # C-layers), so the same call serves both splits and gives the receiver the P6 the unsplit model has.
+        if not isinstance(fpn.extra_blocks, LastLevelMaxPool):
+            raise ValueError(f"the embedded FPN's extra block is {type(fpn.extra_blocks).__name__}; "
+                             "only LastLevelMaxPool is derivable from P5")
+        results, names = fpn.extra_blocks(results, x, list(_FEATURE_KEYS))
         feats = OrderedDict(zip(names, results))
 
         meta = features.meta

@@ -10,7 +10,8 @@ matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-_LEVEL_ORDER = ("c5", "c4", "c3", "c2")
+#: stacking order of the per-level bits: C-layer entries' levels, then P-layer entries' (each entry has one set)
+_LEVEL_ORDER = ("c5", "c4", "c3", "c2", "p5", "p4", "p3", "p2")
 
 
 def rate_accuracy_plot(path: Path, summary: pd.DataFrame, *, metric: str, metric_label: str, title: str) -> Path:
@@ -46,7 +47,7 @@ def rate_split_plot(path: Path, summary: pd.DataFrame, *, title: str) -> Path | 
     level_cols = [f"bits_{lv}" for lv in _LEVEL_ORDER if f"bits_{lv}" in summary.columns]
     if not level_cols:
         return None
-    coded = summary[summary["qp"].notna() & summary[level_cols[0]].notna()]
+    coded = summary[summary["qp"].notna() & summary[level_cols].notna().any(axis=1)]
     if coded.empty:
         return None
     entries = list(dict.fromkeys(coded["entry"]))

@@ -35,8 +35,14 @@ def top_down(c_layers: dict[str, torch.Tensor], output_convs: dict[str, nn.Modul
     for k in (4, 3, 2):
         prev = c_layers[f"c{k}"] + F.interpolate(prev, scale_factor=2.0, mode="nearest")
         outputs[f"p{k}"] = output_convs[f"p{k}"](prev)
-    outputs["p6"] = F.max_pool2d(outputs["p5"], kernel_size=1, stride=2, padding=0)
+    outputs["p6"] = last_level_max_pool(outputs["p5"])
     return {name: outputs[name] for name in P_LEVELS}
+
+
+def last_level_max_pool(p5: torch.Tensor) -> torch.Tensor:
+    """Detectron2's ``LastLevelMaxPool``: ``p6 = max_pool(p5, kernel 1, stride 2)``, i.e. every other sample of
+    P5 in each direction; the receiver of P-layers derives P6 with it."""
+    return F.max_pool2d(p5, kernel_size=1, stride=2, padding=0)
 
 
 class ResNetFPN(nn.Module):

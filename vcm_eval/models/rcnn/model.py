@@ -7,12 +7,13 @@ Mask R-CNN configurations ``roi_heads.mask_head.*``).
 
 * ``encode``: ``DefaultPredictor`` preprocessing, bottom-up ResNet, FPN lateral 1x1 convs
   -> ``c2..c5`` as float32 (256, Hp/s, Wp/s) arrays of the padded input, plus :class:`SplitMeta`;
-* ``decode``: top-down sums, output convs, P6, RPN, ROI heads, then Detectron2's
-  ``detector_postprocess`` (scale to the original size, clip, drop empty boxes; for Mask R-CNN, paste
+* ``to_split(c, "p")``: top-down sums and output convs -> ``p2..p5`` (256 channels, the C-layers' shapes);
+* ``decode``: from C-layers top-down sums and output convs, then (from P-layers directly) P6, RPN, ROI heads,
+  then Detectron2's ``detector_postprocess`` (scale to the original size, clip, drop empty boxes; for Mask R-CNN, paste
   each instance's 28x28 mask into the picture at threshold 0.5 -> ``Detections.masks``).
 
 ``detect`` runs the same operations without the float32 numpy round trip, which is lossless,
-so it equals ``decode(encode(image))`` exactly.
+so it equals ``decode(encode(image))`` and ``decode(to_split(encode(image), "p"))`` exactly.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import torch
 from torch import nn
 
 from vcm_eval.data.images import file_sha256
-from vcm_eval.models.base import SplitModel
+from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, split_of
 from vcm_eval.models.rcnn.box_ops import clip_boxes, nonempty
 from vcm_eval.models.rcnn.checkpoint import load_state, read_checkpoint
-from vcm_eval.models.rcnn.fpn import C_LEVELS, ResNetFPN
+from vcm_eval.models.rcnn.fpn import ResNetFPN, last_level_max_pool
 from vcm_eval.models.rcnn.mask_head import MaskRCNNConvUpsampleHead, paste_masks
 from vcm_eval.models.rcnn.preprocess import Preprocessed, padded_shape, preprocess
 from vcm_eval.models.rcnn.resnet import ResNet
@@ -37,7 +38,7 @@ from vcm_eval.models.rcnn.rpn import RPN
 from vcm_eval.models.rcnn.zoo import RCNNConfig
 from vcm_eval.types import Detections, SplitFeatures, SplitMeta
 
-_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
+_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32, "p2": 4, "p3": 8, "p4": 16, "p5": 32}
 
 
 class FasterRCNNFPN(nn.Module):
@@ -118,7 +119,8 @@ class StageOutputs:
 
 
 class RCNNSplitModel(SplitModel):
-    """A Detectron2 zoo Faster R-CNN FPN (or Mask R-CNN FPN) split after the FPN lateral convolutions.
+    """A Detectron2 zoo Faster R-CNN FPN (or Mask R-CNN FPN) split after the FPN lateral convolutions (C-layers)
+    or after its output convolutions (P-layers, ``to_split(features, "p")``).
 
     For a Mask R-CNN configuration (``cfg.mask_on``) the detections carry ``masks``: (N, H, W) bool in the
     picture's pixels, pasted as Detectron2's ``detector_postprocess`` does.
@@ -172,7 +174,13 @@ class RCNNSplitModel(SplitModel):
     @torch.inference_mode()
     def _decode_tensors(self, c_layers: dict[str, torch.Tensor], meta: SplitMeta
                         ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Detections]:
-        p_layers = self.net.backbone.p_layers(c_layers)
+        return self._decode_p_tensors(self.net.backbone.p_layers(c_layers), meta)
+
+    @torch.inference_mode()
+    def _decode_p_tensors(self, p_layers: dict[str, torch.Tensor], meta: SplitMeta
+                          ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Detections]:
+        if "p6" not in p_layers:  # P-layers from the split: the receiver derives P6 as the FPN's top block does
+            p_layers = {**p_layers, "p6": last_level_max_pool(p_layers["p5"])}
         heads = self.net.heads(p_layers, meta.input_size)
         boxes, keep = rescale_boxes(heads["boxes"], meta.input_size, meta.original_size)
         masks = None
@@ -197,19 +205,31 @@ class RCNNSplitModel(SplitModel):
         layers = {k: np.ascontiguousarray(v[0].cpu().numpy(), dtype=np.float32) for k, v in c.items()}
         return SplitFeatures(layers=layers, meta=_meta(pre))
 
+    @torch.inference_mode()
+    def c_to_p(self, features: SplitFeatures) -> SplitFeatures:
+        """C-layers -> P-layers ``p2..p5`` (:func:`~vcm_eval.models.rcnn.fpn.top_down` without P6)."""
+        if split_of(features) != "c":
+            raise ValueError(f"c_to_p takes C-layers, got levels {sorted(features.layers)}")
+        p = self.net.backbone.p_layers(self.features_to_tensors(features))
+        layers = {k: np.ascontiguousarray(p[k][0].cpu().numpy(), dtype=np.float32) for k in SPLIT_LEVELS["p"]}
+        return features.replace_layers(layers)
+
     def decode(self, features: SplitFeatures) -> Detections:
-        c = self.features_to_tensors(features)
-        return self._decode_tensors(c, features.meta)[2]
+        tensors = self.features_to_tensors(features)
+        if split_of(features) == "p":
+            return self._decode_p_tensors(tensors, features.meta)[2]
+        return self._decode_tensors(tensors, features.meta)[2]
 
     def detect(self, image: np.ndarray) -> Detections:
         return self.run_stages(image).detections
 
     def features_to_tensors(self, features: SplitFeatures) -> dict[str, torch.Tensor]:
-        """Validated (1, 256, H, W) float32 tensors of ``features.layers``.
+        """Validated (1, 256, H, W) float32 tensors of ``features.layers`` (C-layers or P-layers).
 
         Raises:
             ValueError: a level is missing, mis-shaped for ``features.meta.padded_size``, or not finite.
         """
+        levels = SPLIT_LEVELS[split_of(features)]
         meta = features.meta
         hp, wp = meta.padded_size
         if (hp, wp) != padded_shape(hp, wp, self.cfg.size_divisibility) or min(hp, wp) < 1:
@@ -218,9 +238,9 @@ class RCNNSplitModel(SplitModel):
         if not (0 < meta.input_size[0] <= hp and 0 < meta.input_size[1] <= wp):
             raise ValueError(f"input_size {meta.input_size} does not fit padded_size {meta.padded_size}")
         out = {}
-        for level in C_LEVELS:
+        for level in levels:
             if level not in features.layers:
-                raise ValueError(f"features lack level {level}; a split Faster R-CNN FPN needs {list(C_LEVELS)}")
+                raise ValueError(f"features lack level {level}; a split Faster R-CNN FPN needs {list(levels)}")
             arr = np.asarray(features.layers[level])
             want = (self.cfg.fpn_out_channels, hp // _STRIDES[level], wp // _STRIDES[level])
             if arr.shape != want:
