@@ -15,7 +15,8 @@ picture, the rate-accuracy table and the bits per level of the best entry agains
 ``--plot``)::
 
     python benchmarks/bench_rate.py --searched conf/proposal/klt_search.yaml --out docs/rate_bench.md
-    python benchmarks/bench_rate.py --searched conf/proposal/klt_search.yaml codec=vvenc ctc.num_images=50
+    python benchmarks/bench_rate.py --searched conf/proposal/klt_search.yaml codec=vvenc ctc.num_images=50 \
+        --entries compensation best
 
 Runs share the store under ``--root`` (default ``outputs/bench_embedded``, which the CTC benchmark fills),
 so anchors and entries measured before are not coded again.
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("outputs/bench_embedded"))
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
     parser.add_argument("--plot", type=Path, help="bits-per-level plot of the best entry against the anchor")
+    parser.add_argument("--entries", nargs="*", help="run only these of the compared entries (anchors always run)")
     args = parser.parse_intermixed_args(argv)
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -143,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.searched:
         searched = next(iter(yaml.safe_load(args.searched.read_text()).values()))
     bodies = entries(searched, base, compensation)
+    if args.entries:
+        unknown = sorted(set(args.entries) - set(bodies))
+        if unknown:
+            parser.exit(2, f"bench_rate: error: unknown entries {unknown}; choose from {sorted(bodies)}\n")
+        bodies = {name: body for name, body in bodies.items() if name in args.entries}
     OmegaConf.set_struct(cfg, False)
     cfg.proposal = bodies
     start = time.perf_counter()

@@ -214,3 +214,20 @@ def test_a_real_dip_still_gives_nan():
     assert math.isnan(bd_rate(ANCHOR, middle, saturation_tolerance=0.05).value)
     trimmed, note = saturated_part(middle, 0.05)
     assert trimmed == middle and note == ""
+
+
+def test_fit_channel_basis_tool_fits_on_tune_pictures_only(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import fit_channel_basis
+
+    out = tmp_path / "b.npz"
+    assert fit_channel_basis.main([f"paths.data_root={tmp_path}/data", "dataset.size=2", "--images", "2",
+                                   "--out", str(out)]) == 0
+    bases, info = load_bases(out)
+    assert sorted(bases) == ["c2", "c3", "c4", "c5"] and info["pictures"] == 2
+    assert sorted(p.name for p in (tmp_path / "data" / "synthetic").glob("*/*")) == ["tune-2"]
+    with pytest.raises(SystemExit):
+        fit_channel_basis.main([f"paths.data_root={tmp_path}/data", "dataset.split=val", "--images", "1",
+                                "--out", str(tmp_path / "v.npz")])
