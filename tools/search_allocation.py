@@ -268,12 +268,21 @@ def descend(start: dict, coords: list[str], evaluator: Evaluator, rounds: int,
     return best, best_result
 
 
+def level_qps(spec: dict, base_qps: list[int]) -> list[int]:
+    """Every QP a level of ``spec`` is coded at: its rate points plus each level's offset."""
+    offsets = [0, *(spec.get("qp_offsets") or {}).values()]
+    return [q + o for q in rate_points(spec, base_qps) for o in offsets]
+
+
 def span(best: dict, best_result: dict, evaluator: Evaluator, slack: float, grid: dict[str, list[Any]],
-         log: Callable[[str], None] = print) -> tuple[dict, dict]:
-    """Choose the rate points of ``best``: every (shift, step) of ``grid``; the candidates whose BD-rate is valid
-    and whose coverage is within ``slack`` of the best coverage compete on BD-rate."""
+         log: Callable[[str], None] = print, max_qp: int = 51) -> tuple[dict, dict]:
+    """Choose the rate points of ``best``: every (shift, step) of ``grid`` that keeps every level's QP in
+    ``0..max_qp``; the candidates whose BD-rate is valid and whose coverage is within ``slack`` of the best
+    coverage compete on BD-rate."""
     candidates = [set_option(set_option(best, "shift", shift), "step", step)
                   for step in grid["step"] for shift in grid["shift"]]
+    candidates = [c for c in candidates if 0 <= min(level_qps(c, evaluator.base_qps))
+                  and max(level_qps(c, evaluator.base_qps)) <= max_qp]
     started = time.perf_counter()
     results = evaluator.evaluate(candidates)
     log(f"span ({time.perf_counter() - started:.0f} s): rate points by coverage of the anchor's mAP range")
@@ -312,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="replace a coordinate's values, e.g. --grid shift=0,2,4 (offset, components, "
                              "downsample, shift, step)")
+    parser.add_argument("--max-qp", type=int, default=51, help="the codec's largest QP (x265 51, VVC 63)")
     parser.add_argument("--span-slack", type=float, default=0.05,
                         help="span phase: coverage within this of the best competes on BD-rate")
     parser.add_argument("--out", type=Path, help="proposal YAML (default conf/proposal/<name>.yaml)")
@@ -346,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         say = lambda text: print(text, flush=True)  # noqa: E731
         best, result = descend(body, coords, evaluator, args.rounds, log=say, grid=grid)
         if "span" in args.coordinates.split(","):
-            best, result = span(best, result, evaluator, args.span_slack, grid, log=say)
+            best, result = span(best, result, evaluator, args.span_slack, grid, log=say, max_qp=args.max_qp)
     rows = [{"candidate": describe(json.loads(k)), **{kk: (json.dumps(v) if isinstance(v, list) else v)
                                                        for kk, v in r.items()}, "spec": k}
             for k, r in evaluator.results.items()]
