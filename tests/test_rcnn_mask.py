@@ -278,16 +278,17 @@ def test_mask_pixel_budget():
 # --------------------------------------------------------------------------------------------- types
 
 
-def test_detections_masks_are_optional_and_stay_out_of_to_dict():
+def test_detections_masks_are_optional_and_travel_as_rle():
     plain = Detections(np.zeros((2, 4)), np.ones(2), np.zeros(2))
-    assert plain.masks is None
+    assert plain.masks is None and set(plain.to_dict()) == {"boxes", "scores", "classes"}
     masks = np.zeros((2, 5, 6), dtype=np.uint8)
     masks[1, 2, 3] = 1
     dets = Detections(np.zeros((2, 4)), np.ones(2), np.zeros(2), masks=masks)
     assert dets.masks.dtype == bool and dets.masks.sum() == 1
-    assert set(dets.to_dict()) == {"boxes", "scores", "classes"}
+    # masks go into the record as COCO RLEs (segmentation scoring reads them back), only when there are masks
+    assert set(dets.to_dict()) == {"boxes", "scores", "classes", "masks"}
     back = Detections.from_dict(json.loads(json.dumps(dets.to_dict())))
-    assert back.masks is None and len(back) == 2
+    assert back.masks is None and len(back) == 2 and back.rles == masks_to_coco_rle(masks)
     with pytest.raises(ValueError, match=r"masks must be \(N, H, W\)"):
         Detections(np.zeros((2, 4)), np.ones(2), np.zeros(2), masks=np.zeros((3, 5, 6), bool))
     assert len(Detections.empty()) == 0 and Detections.empty().masks is None

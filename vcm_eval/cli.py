@@ -25,14 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 import vcm_eval
 from vcm_eval.build import build
 from vcm_eval.codecs.base import CodecError, VideoCodec
-from vcm_eval.data.base import DetectionDataset
+from vcm_eval.data.base import DetectionDataset, check_task
 from vcm_eval.data.images import ImageReadError
 from vcm_eval.evaluation.summary import format_bd, summarize
 from vcm_eval.executors.base import Executor
 from vcm_eval.methods import CodingEntry
 from vcm_eval.models.base import WeightsError
 from vcm_eval.pipeline import EntrySpec, Sweep, SweepError
-from vcm_eval.reporting.report import METRIC_LABELS, ReportMeta, write_reports
+from vcm_eval.reporting.report import METRIC_LABELS, ReportMeta, metric_columns, write_reports
 from vcm_eval.store import Store, StoreError
 
 log = logging.getLogger("vcm_eval")
@@ -94,6 +94,21 @@ def _git_sha() -> str:
         return "unknown"
 
 
+def check_dataset_task(cfg: DictConfig, dataset: DetectionDataset) -> str:
+    """The CTC's task (``ctc.task``, default detection), after checking the data set scores it.
+
+    Raises:
+        ValueError: an unknown task, or a data set that scores another one (segmentation is scored on COCO-format
+            sets, the synthetic one included; Open Images segmentation is not implemented).
+    """
+    task = check_task(str(cfg.ctc.get("task") or "detection"))
+    if dataset.task != task:
+        raise ValueError(f"ctc.task={task}, but the data set {dataset.name!r} ({type(dataset).__name__}) scores "
+                         f"{dataset.task}; segmentation is scored on COCO-format sets (dataset=synthetic or coco, "
+                         "whose task follows ctc.task)")
+    return task
+
+
 def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     """One sweep of the configured CTC, then every result file; returns what was produced."""
     started = time.perf_counter()
@@ -103,6 +118,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()  # before the data set, which may generate pictures: a missing codec stops at once
     dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
+    task = check_dataset_task(cfg, dataset)
     entries = build_entries(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     sweep_started = time.perf_counter()
@@ -150,19 +166,20 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     files["provenance"].write_text(json.dumps(provenance, indent=1, default=str))
     files["resolved_config"] = out_dir / "resolved_config.yaml"
     metric = evaluator.headline
-    metric_columns = [c for c in summary.columns if c.startswith("map_")]
+    columns = metric_columns(summary)
 
     run_id = None
     if cfg.tracking.get("enabled", False):
         from vcm_eval.reporting.mlflow_sink import log_run
 
         tags = {"git_sha": provenance["git"], "codec": codec.name, "model": model.name, "dataset": dataset.name,
-                "ctc": str(cfg.ctc.name), "weights_sha256": str(model.identity().get("weights_sha256", "")),
+                "ctc": str(cfg.ctc.name), "task": task,
+                "weights_sha256": str(model.identity().get("weights_sha256", "")),
                 "codec_version": str(sweep.runtime.coder.identity().get("version", ""))}
         run_name = "+".join(meta.entries) + f"@{cfg.ctc.name}"
         run_id = log_run(tracking_uri=str(cfg.tracking.tracking_uri), experiment=str(cfg.tracking.experiment),
                          run_name=run_name, params=config_flat, tags=tags, summary=summary, bd=bd,
-                         metric_columns=metric_columns, artifact_dir=out_dir,
+                         metric_columns=columns, artifact_dir=out_dir,
                          artifact_location=cfg.tracking.get("artifact_location"),
                          start_time_ms=started_ms, end_time_ms=finished_ms)
     outcome = RunOutcome(out_dir, summary, bd, per_image, files, run_id)

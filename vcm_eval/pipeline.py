@@ -99,6 +99,10 @@ class Runtime:
         """The model's identity plus the thread count its numbers depend on (part of every cache key)."""
         return {**self.model.identity(), "torch_threads": self.model_threads}
 
+    def encoder_identity(self) -> dict:
+        """The identity of the model's encoder side plus the thread count (the C-layers' cache key)."""
+        return {**self.model.encoder_identity(), "torch_threads": self.model_threads}
+
     @property
     def coder(self) -> CachedCodec:
         if self.codec is None:
@@ -520,6 +524,10 @@ class Sweep:
         return self.runtime.model_identity()
 
     @cached_property
+    def _encoder_id(self) -> dict:
+        return self.runtime.encoder_identity()
+
+    @cached_property
     def _codec_id(self) -> dict:
         return self.runtime.coder.identity()
 
@@ -539,11 +547,16 @@ class Sweep:
         return self._images
 
     def keys(self, image: ImageRef) -> dict[str, Any]:
-        """Store keys of every output of one image, by (entry, qp)."""
+        """Store keys of every output of one image, by (entry, qp). The C-layers (and so every coded record)
+        are keyed by the model's encoder side alone, every detection by the whole model: a model that differs
+        only after the split (a mask branch) reuses another's C-layers and bitstreams and redoes detection."""
         model_id = self._model_id
         codec_id = self._codec_id
-        clayers = content_key("clayers", image.fingerprint, model_id)
-        out: dict[Any, Any] = {"clayers": clayers, (UNCOMPRESSED, None): content_key("det", clayers)}
+        clayers = content_key("clayers", image.fingerprint, self._encoder_id)
+        # the C-layers' key names the whole model when the encoder side is all of it (as it always was)
+        uncompressed = (content_key("det", clayers) if self._encoder_id == model_id
+                        else content_key("det", clayers, model_id))
+        out: dict[Any, Any] = {"clayers": clayers, (UNCOMPRESSED, None): uncompressed}
         for spec in self.entries:
             entry = spec.entry
             for qp in entry.rate_points:

@@ -56,13 +56,18 @@ class Detections:
         scores: (N,) float32.
         classes: (N,) int64 indices into the model's ``class_names``.
         masks: optional (N, H, W) bool instance masks in the picture's pixels (instance segmentation
-            models such as Mask R-CNN); ``None`` for box detectors. Not part of :meth:`to_dict`.
+            models such as Mask R-CNN); ``None`` for box detectors.
+        rles: the same masks as COCO compressed RLEs (``{"size": [H, W], "counts": str}``, see
+            :mod:`vcm_eval.data.masks`), as detections read back from the store carry them: a sweep holds
+            every picture's detections of every entry and QP at once, and full masks would take gigabytes.
+            ``None`` when there are no masks. :meth:`mask_rles` gives the RLEs of either form.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
     masks: np.ndarray | None = None
+    rles: list[dict] | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -78,6 +83,11 @@ class Detections:
             if self.masks.ndim != 3 or len(self.masks) != len(self.scores):
                 raise ValueError(f"Detections masks must be (N, H, W) with N = {len(self.scores)}, "
                                  f"got shape {self.masks.shape}")
+        if self.rles is not None:
+            self.rles = list(self.rles)
+            if len(self.rles) != len(self.scores):
+                raise ValueError(f"Detections need one mask RLE per detection; got {len(self.rles)} for "
+                                 f"{len(self.scores)} detections")
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -86,17 +96,39 @@ class Detections:
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
+    @property
+    def has_masks(self) -> bool:
+        """True when the detections carry instance masks (as arrays or as RLEs)."""
+        return self.masks is not None or self.rles is not None
+
+    def mask_rles(self) -> list[dict] | None:
+        """The masks as COCO compressed RLEs (encoded from :attr:`masks` unless :attr:`rles` holds them);
+        ``None`` for box detections."""
+        if self.rles is not None:
+            return self.rles
+        if self.masks is None:
+            return None
+        from vcm_eval.data.masks import encode_masks
+
+        return encode_masks(self.masks)
+
     def to_dict(self) -> dict:
-        """Boxes, scores and classes as lists (masks are left out: they are per-pixel and large)."""
-        return {
+        """Boxes, scores and classes as lists, and ``masks`` (COCO RLEs) only when there are masks: box
+        detections keep exactly the records they had before masks existed (their stored JSON is unchanged)."""
+        out = {
             "boxes": self.boxes.tolist(),
             "scores": self.scores.tolist(),
             "classes": self.classes.tolist(),
         }
+        rles = self.mask_rles()
+        if rles is not None:
+            out["masks"] = rles
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> Detections:
-        return cls(np.asarray(d["boxes"]), np.asarray(d["scores"]), np.asarray(d["classes"]))
+        """Inverse of :meth:`to_dict`; masks stay RLEs (:attr:`rles`)."""
+        return cls(np.asarray(d["boxes"]), np.asarray(d["scores"]), np.asarray(d["classes"]), rles=d.get("masks"))
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,30 @@ class DetectionEvaluator(abc.ABC):
         """``detections``: image id -> detections of the dataset's images (missing ids count as empty)."""
 
 
+#: What a CTC scores (``ctc.task``): boxes (``detection``) or instance masks (``segmentation``).
+TASKS: tuple[str, ...] = ("detection", "segmentation")
+
+
+def check_task(task: str) -> str:
+    """``task`` if it is one of :data:`TASKS`.
+
+    Raises:
+        ValueError: naming the known tasks.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} (ctc.task / dataset.task); choose one of {list(TASKS)}")
+    return task
+
+
 class DetectionDataset(abc.ABC):
     """An ordered set of pictures with detection ground truth.
 
-    Subclasses set ``name`` and implement :meth:`records` and :meth:`make_evaluator`.
+    Subclasses set ``name`` and implement :meth:`records` and :meth:`make_evaluator`. ``task`` is what its
+    evaluator scores (:data:`TASKS`); a data set that can score instance masks takes it as an argument.
     """
 
     name: str = "dataset"
+    task: str = "detection"
 
     @abc.abstractmethod
     def records(self) -> list[ImageRecord]:

@@ -1,4 +1,5 @@
-"""Any COCO-format detection set: one annotation JSON plus a folder of pictures, scored with pycocotools."""
+"""Any COCO-format detection set: one annotation JSON plus a folder of pictures, scored with pycocotools
+(box mAP, or with ``task="segmentation"`` mask mAP too)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from vcm_eval.data.base import DetectionDataset, ImageRecord
-from vcm_eval.evaluation.coco import CocoEvaluator
+from vcm_eval.data.base import DetectionDataset, ImageRecord, check_task
+from vcm_eval.evaluation.coco import CocoEvaluator, check_mask_annotations
 
 
 class CocoDataset(DetectionDataset):
@@ -18,10 +19,13 @@ class CocoDataset(DetectionDataset):
         images: folder that the images' ``file_name`` entries are relative to.
         num_images: keep only the first N pictures in image-id order; ``None`` = all.
         name: identifier recorded with results.
+        task: ``"detection"`` (box mAP) or ``"segmentation"`` (mask mAP as the headline, box mAP beside it;
+            every annotation of the selected pictures needs a ``segmentation``, checked here).
 
     Raises:
         FileNotFoundError: naming the annotation file or image folder when it is missing.
-        ValueError: naming the annotation file when it is not COCO-format JSON.
+        ValueError: naming the annotation file when it is not COCO-format JSON, and under segmentation
+            naming the annotation whose mask is missing or corrupt.
 
     Example::
 
@@ -31,7 +35,8 @@ class CocoDataset(DetectionDataset):
     """
 
     def __init__(self, annotations: str | Path, images: str | Path, num_images: int | None = None,
-                 name: str = "coco") -> None:
+                 name: str = "coco", task: str = "detection") -> None:
+        self.task = check_task(task)
         self.annotation_file = Path(annotations).expanduser()
         self.image_dir = Path(images).expanduser()
         self.name = name
@@ -57,6 +62,8 @@ class CocoDataset(DetectionDataset):
             images_sorted = images_sorted[: int(num_images)]
         self.num_images = num_images
         self._records = [ImageRecord(str(int(im["id"])), self.image_dir / im["file_name"]) for im in images_sorted]
+        if self.task == "segmentation":  # before a sweep, not after it: a corrupt mask stops the run at once
+            check_mask_annotations(doc, [int(r.image_id) for r in self._records], str(self.annotation_file))
 
     @property
     def categories(self) -> list[dict]:
@@ -71,11 +78,16 @@ class CocoDataset(DetectionDataset):
         return list(self._records)
 
     def make_evaluator(self, class_names: Sequence[str]) -> CocoEvaluator:
-        return CocoEvaluator(self.ground_truth, [int(r.image_id) for r in self._records], class_names)
+        return CocoEvaluator(self.ground_truth, [int(r.image_id) for r in self._records], class_names,
+                             iou_type="segm" if self.task == "segmentation" else "bbox",
+                             source=str(self.annotation_file))
 
     def missing_files(self) -> list[Path]:
         """Pictures of the selected records that are not on disk."""
         return [r.path for r in self._records if not r.path.is_file()]
 
     def identity(self) -> dict:
-        return {"name": self.name, "annotations": str(self.annotation_file), "num_images": len(self._records)}
+        ident = {"name": self.name, "annotations": str(self.annotation_file), "num_images": len(self._records)}
+        if self.task != "detection":  # detection runs keep the identity they had before tasks
+            ident["task"] = self.task
+        return ident

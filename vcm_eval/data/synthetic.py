@@ -38,6 +38,13 @@ them). Two styles (:data:`STYLES`) share those shapes and that geometry:
 
 The split is written as a COCO-format folder (``annotations.json`` + ``images/*.png``) into a cache
 folder, atomically, and read back through :class:`~vcm_eval.data.coco.CocoDataset`.
+
+Masks (``task="segmentation"``, the CTC's ``ctc.task``): :func:`write_masks` adds ``annotations_masks.json``
+beside ``annotations.json``, the same COCO document with a ``segmentation`` (COCO compressed RLE of the
+picture-sized visible-pixel mask, :attr:`SyntheticObject.mask` placed at its box) in every annotation, written
+on first use by generating the split's pictures again. ``annotations.json``, the pictures, the folder names and
+the generator versions stay exactly as they were, so every box result and cache key of a detection run is
+unchanged; a segmentation run reads the other file. The mask's pixel count equals the annotation's ``area``.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from vcm_eval.data.base import ImageRecord
+from vcm_eval.data.base import ImageRecord, check_task
 from vcm_eval.data.coco import CocoDataset
 from vcm_eval.data.images import read_image
 
@@ -677,6 +684,53 @@ def write_split(folder: str | Path, *, seed: int, split: str, size: int, style: 
     return folder
 
 
+#: The COCO document with masks, beside ``annotations.json`` (see the module docstring).
+MASKS_FILE = "annotations_masks.json"
+
+
+def write_masks(folder: str | Path, *, seed: int, split: str, style: str = "shapes") -> Path:
+    """Write ``folder/annotations_masks.json`` (atomic; kept if present): ``folder/annotations.json`` with a
+    ``segmentation`` RLE in every annotation, from the split's pictures generated again. Returns its path.
+
+    Raises:
+        ValueError: naming the annotation file when a regenerated picture's objects are not those it lists
+            (a folder written by another generator version, or edited).
+    """
+    from vcm_eval.data.masks import encode_box_mask
+
+    folder = Path(folder).expanduser()
+    path = folder / MASKS_FILE
+    if path.is_file():
+        return path
+    source = folder / "annotations.json"
+    doc = json.loads(source.read_text(encoding="utf-8"))
+    by_image: dict[int, list[dict]] = {}
+    for ann in doc["annotations"]:
+        by_image.setdefault(int(ann["image_id"]), []).append(ann)
+    for im in doc["images"]:
+        image_id = int(im["id"])
+        _, objects = generate_image(seed, split, image_id - 1, style)
+        anns = by_image.get(image_id, [])
+        listed = [(a["category_id"], a["bbox"], a["area"]) for a in anns]
+        made = [(o.class_index + 1, [o.box[0], o.box[1], o.box[2] - o.box[0], o.box[3] - o.box[1]], o.area)
+                for o in objects]
+        if listed != made:
+            raise ValueError(f"{source}: the objects of image {image_id} are not those the generator (seed {seed}, "
+                             f"split {split}, style {style}) makes; delete the folder {folder} to regenerate it")
+        for ann, obj in zip(anns, objects):
+            ann["segmentation"] = encode_box_mask(obj.mask, obj.box, int(im["height"]), int(im["width"]))
+    doc["info"] = {**doc.get("info", {}), "masks": "COCO compressed RLE of each object's visible pixels"}
+    fd, tmp = tempfile.mkstemp(prefix=f".{MASKS_FILE}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(doc, separators=(",", ":")) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def default_root() -> Path:
     """``$VCM_EVAL_DATA/synthetic`` if set, else ``$XDG_CACHE_HOME`` (or ~/.cache) ``/vcm_eval/synthetic``."""
     env = os.environ.get("VCM_EVAL_DATA")
@@ -707,6 +761,8 @@ class SyntheticDataset(CocoDataset):
         seed: generator seed.
         size: pictures in the split; ``None`` = 200 for val and tune, 8000 for train.
         style: ``"shapes"`` (the original flat shapes) or ``"natural"`` (photographic; needs scikit-image).
+        task: ``"detection"`` (boxes, ``annotations.json``) or ``"segmentation"`` (masks too:
+            ``annotations_masks.json``, written on first use by :func:`write_masks`; scored by mask mAP).
 
     Example::
 
@@ -716,7 +772,7 @@ class SyntheticDataset(CocoDataset):
     """
 
     def __init__(self, split: str = "val", num_images: int | None = None, root: str | Path | None = None,
-                 seed: int = 0, size: int | None = None, style: str = "shapes") -> None:
+                 seed: int = 0, size: int | None = None, style: str = "shapes", task: str = "detection") -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown synthetic split {split!r}; choose one of {sorted(SPLITS)}")
         _check_style(style)
@@ -731,8 +787,13 @@ class SyntheticDataset(CocoDataset):
             log.info("generating synthetic %s split (%d pictures, seed %d, style %s) into %s", split, size, seed,
                      style, folder)
         write_split(folder, seed=seed, split=split, size=size, style=style)
-        super().__init__(annotations=folder / "annotations.json", images=folder, num_images=num_images,
-                         name=f"synthetic-{split}")
+        annotations = folder / "annotations.json"
+        if check_task(task) == "segmentation":
+            if not (folder / MASKS_FILE).is_file():
+                log.info("writing the masks of the synthetic %s split into %s", split, folder / MASKS_FILE)
+            annotations = write_masks(folder, seed=seed, split=split, style=style)
+        super().__init__(annotations=annotations, images=folder, num_images=num_images,
+                         name=f"synthetic-{split}", task=task)
 
     def fingerprint(self, record: ImageRecord) -> str:
         """sha256 of the decoded pixels (shape-prefixed): the same on every machine, unlike PNG bytes,

@@ -122,6 +122,12 @@ class SplitModel(abc.ABC):
     def identity(self) -> dict:
         """What determines the outputs (architecture, weights sha256, input size): JSON-able, for cache keys."""
 
+    def encoder_identity(self) -> dict:
+        """What determines the C-layers (:meth:`encode`), for their cache keys: :meth:`identity` unless a model
+        differs from another only after the split (a mask branch on a shared detector), so that both share
+        C-layers and everything coded from them."""
+        return self.identity()
+
 
 def check_image(image: np.ndarray, *, label: str = "image") -> np.ndarray:
     """Validate the RGB uint8 (H, W, 3) convention at the model boundary.

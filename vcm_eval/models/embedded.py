@@ -27,6 +27,15 @@ so ``decode(encode(x))`` equals the unsplit torchvision forward bit for bit. At 
 (``to_split(c, "p")``: the FPN's outputs ``p2..p5``, torchvision's "0".."3") the maps have the C-layers'
 shapes (32 channels each), so P-layer pictures are as large as C-layer pictures; "pool" (P6) is derived
 by the receiver from P5, and ``decode(to_split(encode(x), "p"))`` is the unsplit forward bit for bit too.
+
+Masks (``task="segmentation"``, ``conf/model/embedded_mask.yaml``): torchvision's Mask R-CNN branch
+(:class:`MaskHeadArch`: ``MultiScaleRoIAlign`` 14x14 with the box head's level rule, ``MaskRCNNHeads``,
+``MaskRCNNPredictor``) is attached to the same network. It was trained on top of the frozen shipped detector
+(``tools/train_embedded_mask_head.py``), so backbone, FPN, RPN and box head are those of ``embedded.pth``: the
+C-layers and the boxes, scores and classes are bit for bit those of the detection model, and only the masks
+are new. Its weights (``embedded_mask.pth`` + ``.json``) hold the mask branch alone and name the detector
+weights they belong to. A detection's mask is its class's 28x28 probability map pasted into the picture
+(torchvision's ``paste_masks_in_image``), thresholded at ``p > 0.5``.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -59,6 +69,11 @@ PACKAGED_WEIGHTS = WEIGHTS_DIR / "embedded.pth"
 #: reproduces runs made before the natural style became the default)
 PACKAGED_VARIANTS: dict[str, Path] = {"natural": PACKAGED_WEIGHTS, "shapes": WEIGHTS_DIR / "embedded_shapes.pth"}
 TRAIN_TOOL = "python tools/train_embedded_model.py"
+#: the mask branch shipped for the default detector (``task="segmentation"``)
+PACKAGED_MASK_WEIGHTS = WEIGHTS_DIR / "embedded_mask.pth"
+MASK_TRAIN_TOOL = "python tools/train_embedded_mask_head.py"
+#: a pasted mask probability above this is inside the mask (torchvision's and Detectron2's 0.5)
+MASK_THRESHOLD = 0.5
 
 _FEATURE_KEYS = ("0", "1", "2", "3")  # torchvision's names of the FPN levels P2..P5
 
@@ -105,6 +120,62 @@ class EmbeddedArch:
         if unknown:
             raise ValueError(f"unknown architecture fields {sorted(unknown)}")
         return cls(**kw)
+
+
+@dataclass(frozen=True)
+class MaskHeadArch:
+    """The mask branch's sizes; saved in ``embedded_mask.json`` and read back to rebuild it.
+
+    ROI features are pooled at ``roi_output`` x ``roi_output`` from P2..P5 with the box head's level rule
+    (canonical box ``roi_canonical_scale`` px on level ``roi_canonical_level``), go through ``len(layers)``
+    3x3 convolutions + ReLU (``MaskRCNNHeads``), a 2x2 stride-2 transposed convolution to ``dim_reduced``
+    channels + ReLU and a 1x1 convolution to one logit map per class (``MaskRCNNPredictor``): class-specific
+    masks of ``2 * roi_output`` px square. 32-channel convolutions (torchvision's default is 256) because
+    the FPN has 32 channels and the shapes are simple; they keep the branch cheap at 100 detections a picture.
+    """
+
+    roi_output: int = 14
+    roi_sampling_ratio: int = 2
+    roi_canonical_scale: int = 112
+    roi_canonical_level: int = 4
+    layers: tuple[int, ...] = (32, 32, 32, 32)
+    dilation: int = 1
+    dim_reduced: int = 32
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> MaskHeadArch:
+        kw = dict(d)
+        unknown = set(kw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown mask head fields {sorted(unknown)}")
+        if "layers" in kw:
+            kw["layers"] = tuple(kw["layers"])
+        return cls(**kw)
+
+
+def attach_mask_head(net: FasterRCNN, arch: EmbeddedArch, mask_arch: MaskHeadArch, num_classes: int) -> FasterRCNN:
+    """Give ``net``'s ROI heads torchvision's Mask R-CNN branch (``mask_roi_pool``, ``mask_head``,
+    ``mask_predictor``; freshly initialised) for ``num_classes`` object classes plus background; returns ``net``.
+    With the three set, ``RoIHeads`` predicts a mask for every final detection (and trains them when training)."""
+    heads = net.roi_heads
+    heads.mask_roi_pool = MultiScaleRoIAlign(list(_FEATURE_KEYS), output_size=mask_arch.roi_output,
+                                             sampling_ratio=mask_arch.roi_sampling_ratio,
+                                             canonical_scale=mask_arch.roi_canonical_scale,
+                                             canonical_level=mask_arch.roi_canonical_level)
+    heads.mask_head = MaskRCNNHeads(arch.fpn_channels, list(mask_arch.layers), mask_arch.dilation)
+    heads.mask_predictor = MaskRCNNPredictor(mask_arch.layers[-1], mask_arch.dim_reduced, num_classes + 1)
+    return net
+
+
+def mask_head_state(net: FasterRCNN) -> dict[str, torch.Tensor]:
+    """The mask branch's parameters (``mask_head.*``, ``mask_predictor.*``): what ``embedded_mask.pth`` holds."""
+    heads = net.roi_heads
+    state = {f"mask_head.{k}": v for k, v in heads.mask_head.state_dict().items()}
+    state.update({f"mask_predictor.{k}": v for k, v in heads.mask_predictor.state_dict().items()})
+    return state
 
 
 class BasicBlock(nn.Module):
@@ -273,17 +344,39 @@ class EmbeddedDetector(SplitModel):
     name = "embedded"
 
     def __init__(self, net: FasterRCNN, class_names: Sequence[str], arch: EmbeddedArch,
-                 weights_sha256: str, device: str = "cpu", metadata: dict | None = None) -> None:
+                 weights_sha256: str, device: str = "cpu", metadata: dict | None = None,
+                 mask_arch: MaskHeadArch | None = None, mask_sha256: str | None = None,
+                 mask_metadata: dict | None = None) -> None:
         self.net = net.eval().to(device)
         self.class_names = tuple(class_names)
         self.arch = arch
         self.weights_sha256 = weights_sha256
         self.device = torch.device(device)
         self.metadata = dict(metadata or {})
+        self.mask_arch = mask_arch
+        self.mask_sha256 = mask_sha256
+        self.mask_metadata = dict(mask_metadata or {})
+        if mask_arch is not None:
+            self.name = "embedded_mask"
+
+    @property
+    def has_masks(self) -> bool:
+        """True when :meth:`decode` returns instance masks (the mask branch is attached)."""
+        return self.net.roi_heads.has_mask()
+
+    def encoder_identity(self) -> dict:
+        """The detection model's identity: the mask branch changes nothing before the split, so C-layers (and
+        everything coded from them) are shared with detection runs of the same detector weights."""
+        return {"name": "embedded", "architecture": self.arch.to_json(), "class_names": list(self.class_names),
+                "weights_sha256": self.weights_sha256}
 
     def identity(self) -> dict:
-        return {"name": self.name, "architecture": self.arch.to_json(), "class_names": list(self.class_names),
-                "weights_sha256": self.weights_sha256}
+        ident = self.encoder_identity()
+        if self.mask_arch is not None:
+            ident.update(name=self.name, mask_head={"architecture": self.mask_arch.to_json(),
+                                                    "weights_sha256": self.mask_sha256,
+                                                    "threshold": MASK_THRESHOLD})
+        return ident
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> SplitFeatures:
@@ -370,16 +463,69 @@ class EmbeddedDetector(SplitModel):
 
 
 def _to_detections(out: dict[str, torch.Tensor]) -> Detections:
-    return Detections(out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(), out["labels"].cpu().numpy() - 1)
+    masks = None
+    if "masks" in out:  # (N, 1, H, W) pasted probabilities from the mask branch
+        masks = (out["masks"][:, 0] > MASK_THRESHOLD).cpu().numpy()
+    return Detections(out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(), out["labels"].cpu().numpy() - 1,
+                      masks=masks)
 
 
-def build_embedded_model(weights: str | Path | None = None, device: str = "cpu") -> EmbeddedDetector:
+def _mask_help(path: Path) -> str:
+    return (f"re-create it with `{MASK_TRAIN_TOOL} --out {path}` (it writes the .pth and its .json), "
+            "or reinstall vcm_eval, whose package ships it")
+
+
+def load_mask_weights(path: str | Path, detector_sha256: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a mask branch (``.pth``) and its ``.json``; check its sha256 and that it was trained on the detector
+    whose weights have sha256 ``detector_sha256``.
+
+    Raises:
+        WeightsError: naming the file, when either is missing, unreadable, corrupt or for other detector weights.
+    """
+    path = Path(path).expanduser()
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        missing = path if not path.is_file() else meta_path
+        raise WeightsError(f"{missing}: embedded mask head weights not found; {_mask_help(path)}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        expected, detector, arch = meta["sha256"], meta["detector_sha256"], meta["mask_architecture"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{meta_path}: unreadable mask head description ({exc!r}); {_mask_help(path)}") from exc
+    if not isinstance(arch, dict):
+        raise WeightsError(f"{meta_path}: 'mask_architecture' must be a mapping; {_mask_help(path)}")
+    if detector != detector_sha256:
+        raise WeightsError(f"{path}: this mask head was trained on detector weights {str(detector)[:16]}..., not "
+                           f"on those in use ({detector_sha256[:16]}...); {_mask_help(path)}")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise WeightsError(f"{path}: corrupt or replaced weights (sha256 {actual[:16]}..., {meta_path.name} "
+                           f"records {str(expected)[:16]}...); {_mask_help(path)}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a damaged archive
+        raise WeightsError(f"{path}: cannot load the weights ({exc}); {_mask_help(path)}") from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}; {_mask_help(path)}")
+    return state, meta
+
+
+def build_embedded_model(weights: str | Path | None = None, device: str = "cpu", task: str = "detection",
+                         mask_weights: str | Path | None = None) -> EmbeddedDetector:
     """The embedded detector with ``weights``: ``None`` (the file shipped in the package), the name of a shipped
     variant (:data:`PACKAGED_VARIANTS`: ``natural``, ``shapes``), or the path of a ``.pth`` with its ``.json``.
 
+    ``task="segmentation"`` attaches the mask branch ``mask_weights`` (``None``: :data:`PACKAGED_MASK_WEIGHTS`,
+    trained for the default detector; else the path of a ``.pth`` written by the mask training tool), whose
+    ``.json`` must name these detector weights. ``task="detection"`` gives the box detector, as always.
+
     Raises:
         WeightsError: when the weights or their ``.json`` are missing, corrupt, or do not fit the architecture.
+        ValueError: an unknown task.
     """
+    from vcm_eval.data.base import check_task
+
+    check_task(task)
     if weights is None:
         path = PACKAGED_WEIGHTS
     elif str(weights) in PACKAGED_VARIANTS:
@@ -394,4 +540,19 @@ def build_embedded_model(weights: str | Path | None = None, device: str = "cpu")
     except (RuntimeError, ValueError, TypeError) as exc:
         raise WeightsError(f"{path}: weights do not fit the architecture described in "
                            f"{path.with_suffix('.json').name} ({exc}); {_weights_help(path)}") from exc
-    return EmbeddedDetector(net, meta["class_names"], arch, meta["sha256"], device=device, metadata=meta)
+    if task == "detection":
+        return EmbeddedDetector(net, meta["class_names"], arch, meta["sha256"], device=device, metadata=meta)
+    mask_path = PACKAGED_MASK_WEIGHTS if mask_weights is None else Path(mask_weights).expanduser()
+    mask_state, mask_meta = load_mask_weights(mask_path, meta["sha256"])
+    try:
+        mask_arch = MaskHeadArch.from_json(mask_meta["mask_architecture"])
+        attach_mask_head(net, arch, mask_arch, len(meta["class_names"]))
+        missing, unexpected = net.roi_heads.load_state_dict(mask_state, strict=False)
+        missing = [k for k in missing if k.startswith(("mask_head.", "mask_predictor."))]
+        if missing or unexpected:
+            raise RuntimeError(f"missing {missing[:4]}, unexpected {unexpected[:4]}")
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{mask_path}: weights do not fit the mask head described in "
+                           f"{mask_path.with_suffix('.json').name} ({exc}); {_mask_help(mask_path)}") from exc
+    return EmbeddedDetector(net, meta["class_names"], arch, meta["sha256"], device=device, metadata=meta,
+                            mask_arch=mask_arch, mask_sha256=mask_meta["sha256"], mask_metadata=mask_meta)

@@ -21,7 +21,17 @@ from vcm_eval.reporting.plots import rate_accuracy_plot, rate_split_plot
 from vcm_eval.reporting.tables import write_tables
 from vcm_eval.reporting.xlsx import write_workbook
 
-METRIC_LABELS = {"map_50": "mAP@0.5", "map_50_95": "mAP@[.5:.95]", "map_75": "mAP@0.75"}
+METRIC_LABELS = {"map_50": "mAP@0.5", "map_50_95": "mAP@[.5:.95]", "map_75": "mAP@0.75",
+                 "segm_map_50": "mask mAP@0.5", "segm_map_50_95": "mask mAP@[.5:.95]", "segm_map_75": "mask mAP@0.75"}
+
+#: summary columns that are accuracy metrics (box mAP ``map_*``, and mask mAP ``segm_map_*`` under segmentation),
+#: the columns of the spreadsheet's entry sheets and of the MLflow runs' metrics
+METRIC_PREFIXES = ("map_", "segm_map_")
+
+
+def metric_columns(summary: pd.DataFrame) -> list[str]:
+    """The accuracy metric columns of ``summary`` (:data:`METRIC_PREFIXES`), in its order."""
+    return [c for c in summary.columns if c.startswith(METRIC_PREFIXES)]
 
 
 @dataclass
@@ -30,7 +40,7 @@ class ReportMeta:
 
     Attributes:
         ctc, dataset, model, codec: names shown in titles and file names.
-        metric: the headline accuracy column (``map_50``).
+        metric: the headline accuracy column (``map_50``; ``segm_map_50`` when the task is segmentation).
         anchors: entry names compared against (BD-rate references), in order.
         entries: every entry name, in order.
         bd_min_points, bd_min_overlap, bd_saturation_tolerance: BD validity settings.
@@ -77,11 +87,10 @@ def write_reports(out_dir: Path, per_image: pd.DataFrame, summary: pd.DataFrame,
     split = rate_split_plot(out_dir / "rate_split.png", summary, title=f"rate split per level: {title}")
     if split:
         files["rate_split"] = split
-    metric_columns = [c for c in summary.columns if c.startswith("map_")]
     xlsx = out_dir / f"ctc_{meta.ctc}_{meta.dataset}.xlsx"
     write_workbook(xlsx, summary=summary, bd=bd, per_image=per_image, config=meta.config, anchors=meta.anchors,
                    tests=[e for e in meta.entries if e not in meta.anchors], metric=meta.metric,
-                   metric_columns=metric_columns)
+                   metric_columns=metric_columns(summary))
     files["xlsx"] = _stamp_xlsx(xlsx, meta.finished)
     files["report_meta"] = meta.save(out_dir / "report_meta.json")
     return files, bd
