@@ -311,17 +311,22 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(names, list) or not isinstance(arch, dict):
         raise WeightsError(f"{meta_path}: 'class_names' must be a list and 'architecture' a mapping; "
                            f"{_weights_help(path)}")
+    return _checked_state_dict(path, meta_path, expected, _weights_help(path)), meta
+
+
+def _checked_state_dict(path: Path, meta_path: Path, expected_sha256: str, help_text: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` once its sha256 equals the one its description records."""
     actual = file_sha256(path)
-    if actual != expected:
+    if actual != expected_sha256:
         raise WeightsError(f"{path}: corrupt or replaced weights (sha256 {actual[:16]}..., {meta_path.name} "
-                           f"records {str(expected)[:16]}...); {_weights_help(path)}")
+                           f"records {str(expected_sha256)[:16]}...); {help_text}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for a damaged archive
-        raise WeightsError(f"{path}: cannot load the weights ({exc}); {_weights_help(path)}") from exc
+        raise WeightsError(f"{path}: cannot load the weights ({exc}); {help_text}") from exc
     if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}; {_weights_help(path)}")
-    return state, meta
+        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}; {help_text}")
+    return state
 
 
 class EmbeddedDetector(SplitModel):
@@ -497,17 +502,7 @@ def load_mask_weights(path: str | Path, detector_sha256: str) -> tuple[dict[str,
     if detector != detector_sha256:
         raise WeightsError(f"{path}: this mask head was trained on detector weights {str(detector)[:16]}..., not "
                            f"on those in use ({detector_sha256[:16]}...); {_mask_help(path)}")
-    actual = file_sha256(path)
-    if actual != expected:
-        raise WeightsError(f"{path}: corrupt or replaced weights (sha256 {actual[:16]}..., {meta_path.name} "
-                           f"records {str(expected)[:16]}...); {_mask_help(path)}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a damaged archive
-        raise WeightsError(f"{path}: cannot load the weights ({exc}); {_mask_help(path)}") from exc
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}; {_mask_help(path)}")
-    return state, meta
+    return _checked_state_dict(path, meta_path, expected, _mask_help(path)), meta
 
 
 def build_embedded_model(weights: str | Path | None = None, device: str = "cpu", task: str = "detection",

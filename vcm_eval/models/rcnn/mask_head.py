@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -108,17 +107,9 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int,
 
 
 def masks_to_coco_rle(masks) -> list[dict]:
-    """COCO run-length encodings of (N, H, W) bool masks, as COCO results files hold them.
+    """COCO run-length encodings of (N, H, W) bool masks, as COCO results files hold them: the ``segmentation``
+    Detectron2's ``instances_to_coco_json`` writes for ``COCOeval(iouType="segm")``
+    (:func:`vcm_eval.data.masks.encode_masks`)."""
+    from vcm_eval.data.masks import encode_masks
 
-    Each is ``{"size": [H, W], "counts": str}`` (pycocotools' compressed RLE, counts decoded to ASCII so it
-    fits JSON), the ``segmentation`` Detectron2's ``instances_to_coco_json`` writes for ``COCOeval(iouType="segm")``.
-    """
-    from pycocotools import mask as mask_utils
-
-    masks = np.asarray(masks, dtype=bool)
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
-    if len(masks) == 0:
-        return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in rles]
+    return encode_masks(masks)
