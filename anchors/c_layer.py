@@ -69,7 +69,10 @@ class CLayerAnchor(FeatureCodingMethod):
                  quantizer: Mapping[str, Any] | None = None, transform: Mapping[str, Any] | None = None,
                  downsample: Mapping[str, int] | None = None) -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
-        self.chain = ChainOptions.of(quantizer, transform, downsample)
+        try:
+            self.chain = ChainOptions.of(quantizer, transform, downsample)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: {exc}") from exc
         for option, named in (("components", self.chain.components), ("downsample", self.chain.downsample)):
             stray = sorted(set(named) - set(levels))
             if stray:

@@ -57,9 +57,11 @@ from compressai.models.base import get_scale_table
 from compressai.models.utils import conv, deconv
 from torch import nn
 
+from vcm_eval.codecs.base import CodecError
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.evaluation.bitrate import IMAGE_SIZE_SIDE_INFO_BITS, psnr_db
 from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
+from vcm_eval.models.embedded import file_sha256
 from vcm_eval.store import content_key
 from vcm_eval.types import SplitFeatures
 
@@ -75,8 +77,10 @@ STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 SIDE_INFO_BITS = IMAGE_SIZE_SIDE_INFO_BITS + 32 + 2 * 32
 
 
-class LearnedFusionError(RuntimeError):
-    """A checkpoint is missing, corrupt or does not fit, or a bitstream does not decode; the message says which."""
+class LearnedFusionError(CodecError):
+    """A checkpoint is missing, corrupt or does not fit, or a bitstream does not decode; the message says which.
+    A :class:`~vcm_eval.codecs.base.CodecError`, as the failures of the picture codecs are: the command line
+    reports it as a user error, not a traceback."""
 
 
 # --------------------------------------------------------------------------- the network
@@ -305,10 +309,6 @@ def checkpoint_path(weights_dir: str | Path | None, rate_point: int) -> Path:
     return folder / f"rp{int(rate_point)}.pth"
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _help(path: Path) -> str:
     return (f"re-create it with `{TRAIN_TOOL}` (writes rp<i>.pth and rp<i>.json for every rate point; "
             f"--out-dir {path.parent} for this folder), or reinstall vcm_eval, whose package ships them")
@@ -479,20 +479,11 @@ class LearnedFusionEntry(FeatureCodingMethod):
         return CodedFeatures(self.name, rate_point, features.meta, levels, SIDE_INFO_BITS, codec)
 
     def _read(self, coder: CachedCodec, record: CodedLevel, what: str) -> bytes:
-        store = coder.store
+        """The stored bitstream of ``record``, checked against its size and sha256 by the store's reader."""
         try:
-            stored = store.read_json(KIND, record.bitstream)
-            data = store.read_bytes(KIND, record.bitstream, ".bin")
-        except Exception as exc:  # missing or unreadable files: the store's own exception types vary
-            raise LearnedFusionError(f"{what}: cannot read the {record.level} bitstream "
-                                     f"{store.path(KIND, record.bitstream, '.bin')} ({exc})") from exc
-        if (len(data) != stored["num_bytes"] or len(data) != record.num_bytes
-                or hashlib.sha256(data).hexdigest() != stored["sha256"]):
-            raise LearnedFusionError(
-                f"{what}: the {record.level} bitstream {store.path(KIND, record.bitstream, '.bin')} has {len(data)} "
-                f"bytes or another sha256 than the {stored['num_bytes']} bytes it was written with (truncated or "
-                "damaged); delete it and its .json to re-encode")
-        return data
+            return coder.read_bitstream(record.bitstream)
+        except (CodecError, OSError, KeyError, ValueError) as exc:  # damaged, or missing files / record
+            raise LearnedFusionError(f"{what}: the {record.level} bitstream: {exc}") from exc
 
     def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:
         rate_point = int(coded.rate_point)

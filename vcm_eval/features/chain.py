@@ -191,8 +191,11 @@ def encode_samples(level: str, x: np.ndarray, options: ChainOptions, bit_depth: 
         samples = downsample_mean(samples, factor)
     if options.transform:
         basis = options.bases().get(level)
-        if basis is None:
-            raise ValueError(f"the channel basis {options.basis} has no level {level}")
+        if basis is None or basis.channels != x.shape[0]:
+            what = (f"no level {level}" if basis is None
+                    else f"{basis.channels} channels at {level}, the model {x.shape[0]}")
+            raise ValueError(f"the channel basis {basis_path(options.basis)} was fitted on another model ({what}); fit "
+                             f"one for this model with `python tools/fit_channel_basis.py model=... --out <file>`")
         k = options.components.get(level, basis.channels)
         record.update(transform=options.transform, components=k, basis_sha256=options.basis_sha256())
         samples = to_components(samples, basis, k)
