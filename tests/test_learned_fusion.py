@@ -196,8 +196,18 @@ def test_the_entry_runs_under_the_cli(checkpoints, tmp_path):
     assert (rows["num_bits"] == rows["bits_y"] + rows["bits_z"] + rows["side_info_bits"]).all()
 
 
-def test_shipped_checkpoints_are_complete():
+def test_shipped_checkpoints_are_complete(features, tmp_path):
     entry = LearnedFusionEntry(rate_points=[0, 1, 2, 3])  # checks every file's sha256
+    coder = _coder(tmp_path / "store")
+    bits = []
+    for rp in (0, 3):  # the shipped networks code and decode exactly, the larger index with fewer bits
+        coded = entry.encode(features[0], rp, coder, label="image 0")
+        decoded = entry.decode(coded, coder, label="image 0")
+        reference = entry.coder_for(rp).compress([features[0].layers[lv] for lv in LEVELS])
+        for lv, ref in zip(LEVELS, reference.layers):
+            np.testing.assert_array_equal(decoded.layers[lv], ref)
+        bits.append(coded.num_bits)
+    assert bits[0] > bits[1]
     lambdas = [entry.checkpoint_meta(i)["lambda"] for i in range(4)]
     assert lambdas == sorted(lambdas, reverse=True), "a larger rate point index must have a smaller lambda"
     for i in range(4):
