@@ -13,12 +13,20 @@ tasks' own run times, the speed-up against ``local``, and the scheduling overhea
 
 the share of the workers' time not spent inside a task (start-up of worker processes, model loading,
 queueing, transfers, idle tails). Targets for 2 workers: speed-up >= 1.8, overhead <= 5 %.
+
+Where the time goes: ``task_cpu_s`` is the CPU time of the threads that ran the tasks (``cpu_s`` of
+per_image.csv); ``task_s - task_cpu_s`` is time a task waited for a core (another process held it, or an
+encoder child process ran); ``main_cpu_s`` is the CPU time of this process (the driver, and for a Dask
+LocalCluster its scheduler) and ``workers_cpu_s`` that of the worker processes (and their children) that
+ended during the run. On a machine with as many cores as workers, every CPU second the driver, the
+scheduler or the workers spend outside tasks is taken from the tasks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -38,15 +46,23 @@ def one(executor: str, workers: int, overrides: list[str], root: Path) -> dict:
             f"executor={executor}", *extra, "tracking=none", "progress=false", "proposal=compensation",
             f"paths.output_root={root}", f"paths.store={root}/store", *overrides])
     start = time.perf_counter()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     outcome = run(cfg, root / "run")
     total = time.perf_counter() - start
+    own_after, children_after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     provenance = json.loads((root / "run" / "provenance.json").read_text())
     sweep_s = provenance["sweep_s"]
     task_s = float(pd.to_numeric(outcome.per_image["run_s"], errors="coerce").fillna(0).sum())
+    task_cpu_s = float(pd.to_numeric(outcome.per_image["cpu_s"], errors="coerce").fillna(0).sum())
     n = 1 if executor == "local" else workers
     return {"executor": f"{executor}" + ("" if executor == "local" else f" x{workers}"), "workers": n,
-            "sweep_s": sweep_s, "total_s": total, "task_s": task_s,
+            "sweep_s": sweep_s, "total_s": total, "task_s": task_s, "task_cpu_s": task_cpu_s,
+            "main_cpu_s": _cpu(own_after) - _cpu(own), "workers_cpu_s": _cpu(children_after) - _cpu(children),
             "rows_run": int(outcome.per_image["run_s"].notna().sum()), "overhead": 1.0 - task_s / (n * sweep_s)}
+
+
+def _cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -238,3 +239,50 @@ def test_plan_sweep_disk_projection_matches_what_a_run_leaves(tmp_path, data_roo
     files = {kind: len([p for p in (store / kind).rglob("*") if p.is_file()]) for kind in stored}
     assert plan["files_per_picture"] == pytest.approx({kind: n / 3 for kind, n in files.items()})
     assert plan["memory_per_worker_bytes"] > 0
+
+
+# --------------------------------------------------------------------------- C-layers in worker memory
+
+
+def test_feature_memory_keeps_the_most_recent_pictures_within_its_budget(tmp_path):
+    from vcm_eval.pipeline import FeatureMemory
+
+    store = Store(tmp_path / "store")
+    pictures = {name: {"c2": np.full((4, 8, 8), i, np.float32)} for i, name in enumerate("abc")}  # 1 KiB each
+    for name, arrays in pictures.items():
+        store.write_arrays("clayers", name, arrays)
+    memory = FeatureMemory(max_bytes=2 * 1024)
+    got = memory.load(store, "a")
+    got["c2"][:] = 99  # a task writing into its input changes nothing stored or remembered
+    assert memory.load(store, "a")["c2"].max() == 0 and (memory.store_reads, memory.memory_hits) == (1, 1)
+    memory.load(store, "b")
+    memory.load(store, "a")  # a is now the most recent: c evicts b
+    memory.keep(store, "c", pictures["c"])
+    memory.load(store, "b")
+    assert (memory.store_reads, memory.memory_hits) == (3, 2)
+    memory.resize(0)
+    memory.load(store, "c")
+    assert memory.store_reads == 4
+
+
+def test_worker_memory_reads_each_picture_about_once_per_worker_with_the_same_results(
+        tmp_path, data_root, reference, caplog):
+    """Pool workers keep the C-layers they read; with store.feature_memory_mb=0 every task reads the store.
+    Both give the results of the reference sweep; with memory, a picture is read at most once per worker."""
+    import logging
+
+    loads = {}
+    for budget in (0, 512):
+        caplog.clear()
+        cfg = compose_cfg(*overrides(tmp_path / str(budget), data_root, "executor=pool", "executor.workers=2",
+                                     f"store.feature_memory_mb={budget}"))
+        with caplog.at_level(logging.INFO, logger="vcm_eval.pipeline"):
+            run(cfg, tmp_path / str(budget) / "run")
+        _same_results(tmp_path / str(budget) / "run", reference)
+        line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("C-layers: "))
+        loads[budget] = [int(w) for w in line.replace("(", " ").split() if w.isdigit()]
+    total, pictures, store_reads, memory_hits = loads[0]
+    assert pictures == 3 and store_reads == total and memory_hits == 0  # 2 entries x 2 QPs x (code + detect) each
+    assert total == 3 * 2 * 2 * 2
+    total, pictures, store_reads, memory_hits = loads[512]
+    assert total == 3 * 2 * 2 * 2 and store_reads <= 2 * 3 and memory_hits == total - store_reads

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,12 +76,15 @@ class Runtime:
         model_threads: torch intra-op threads for every model pass. Float results of a convolution
             depend on how it is split across threads, so the C-layers (and with them every bit and
             mAP) would otherwise depend on which executor ran the task; every task pins this count.
+        feature_memory_mb: how much of the C-layers it has read or made a worker process keeps in
+            memory for the next task of the same picture (:class:`FeatureMemory`); 0 reads every time.
     """
 
     store_url: str
     model_cfg: dict
     codec: VideoCodec | None = None
     model_threads: int = 1
+    feature_memory_mb: float = 512.0
 
     @property
     def store(self) -> Store:
@@ -141,8 +145,22 @@ class ImageRef:
     fingerprint: str
 
 
-def _timing(start: float) -> dict:
-    return {"start": start, "end": time.time(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+def _clock() -> tuple[float, float]:
+    """When a task starts: wall-clock time and the CPU time of the thread running it."""
+    return time.time(), time.thread_time()
+
+
+def _timing(start: tuple[float, float], memory: FeatureMemory | None = None,
+            reads_before: tuple[int, int] = (0, 0)) -> dict:
+    """When a task ran, where, and the CPU time its thread used (``cpu_s``: against the wall time it shows
+    how much of a task's time went to waiting for a core another process held); with ``memory``, how many
+    C-layer loads it made from the store and from the worker's memory since ``reads_before``."""
+    timing = {"start": start[0], "end": time.time(), "cpu_s": time.thread_time() - start[1],
+              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    if memory is not None:
+        timing["clayer_store_reads"] = memory.store_reads - reads_before[0]
+        timing["clayer_memory_hits"] = memory.memory_hits - reads_before[1]
+    return timing
 
 
 def _meta_arrays(meta: SplitMeta) -> dict[str, np.ndarray]:
@@ -179,13 +197,94 @@ def image_record(image_id: str, entry_name: str, qp: int, detections: Detections
             "original_size": [int(picture_shape[0]), int(picture_shape[1])]}
 
 
-def load_features(store: Store, key: str) -> tuple[SplitFeatures, float]:
-    """C-layers stored by :func:`extract_task`, and the encoder-side network time that made them."""
-    arrays = store.read_arrays("clayers", key)
+class FeatureMemory:
+    """The C-layers a worker process has read or made lately, for the next task of the same picture.
+
+    A picture's C-layers are read by every ``code`` and ``detect`` task of it (20 for two feature entries at
+    five QPs), and the driver submits those tasks together, so a worker runs several of them in a row. Keeping
+    the most recently used pictures (least recently used out, bounded in bytes) turns those reads into about
+    one per worker and picture: for the paper's 74 MB a picture on a cluster's shared file system that is most
+    of the store's read traffic. It is safe because stored objects are content-addressed: a key's arrays
+    never change, and a deleted and re-made file (``keep_features=until_done``) holds the same arrays.
+    Tasks get copies, so an entry that writes into its input cannot change what the next task sees.
+    Thread-safe (a Dask worker may run several tasks at once; then the per-task counts are approximate).
+    """
+
+    def __init__(self, max_bytes: int = 0) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._arrays: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        self._bytes = 0
+        self.store_reads = 0
+        self.memory_hits = 0
+
+    def load(self, store: Store, key: str) -> dict[str, np.ndarray]:
+        """The stored C-layer arrays of ``key`` (a copy), from memory when this process has them."""
+        with self._lock:
+            arrays = self._arrays.pop((store.url, key), None)
+            if arrays is not None:
+                self._bytes -= _nbytes(arrays)
+                self.memory_hits += 1
+        if arrays is None:
+            arrays = store.read_arrays("clayers", key)
+            with self._lock:
+                self.store_reads += 1
+        self._keep(store, key, arrays)
+        return {name: value.copy() for name, value in arrays.items()}
+
+    def keep(self, store: Store, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Remember a copy of ``arrays`` (just written under ``key``) as the most recently used."""
+        self._keep(store, key, {name: np.array(value) for name, value in arrays.items()})
+
+    def _keep(self, store: Store, key: str, arrays: dict[str, np.ndarray]) -> None:
+        size = _nbytes(arrays)
+        with self._lock:
+            if size > self.max_bytes:
+                return
+            old = self._arrays.pop((store.url, key), None)
+            self._bytes += size - (_nbytes(old) if old is not None else 0)
+            self._arrays[(store.url, key)] = arrays
+            self._evict()
+
+    def resize(self, max_bytes: int) -> None:
+        """A new budget; what no longer fits is dropped, least recently used first."""
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self._arrays and self._bytes > self.max_bytes:  # dicts keep insertion order: first = least recent
+            self._bytes -= _nbytes(self._arrays.pop(next(iter(self._arrays))))
+
+
+def _nbytes(arrays: Mapping[str, np.ndarray]) -> int:
+    return sum(a.nbytes for a in arrays.values())
+
+
+#: this process's :class:`FeatureMemory` (each worker process has its own; the budget comes with each task).
+_FEATURE_MEMORY = FeatureMemory()
+
+
+def _feature_memory(rt: Runtime) -> FeatureMemory:
+    budget = int(rt.feature_memory_mb * 2**20)
+    if budget != _FEATURE_MEMORY.max_bytes:
+        _FEATURE_MEMORY.resize(budget)
+    return _FEATURE_MEMORY
+
+
+def features_from_arrays(arrays: dict[str, np.ndarray]) -> tuple[SplitFeatures, float]:
+    """The inverse of :func:`clayer_arrays`: C-layers with their geometry, and the encoder-side time."""
     meta = SplitMeta(**{k: tuple(int(v) for v in arrays.pop(f"meta_{k}"))
                         for k in ("original_size", "input_size", "padded_size")})
     nn_part_1_s = float(arrays.pop("nn_part_1_s"))
     return SplitFeatures(layers=arrays, meta=meta), nn_part_1_s
+
+
+def load_features(store: Store, key: str, memory: FeatureMemory | None = None) -> tuple[SplitFeatures, float]:
+    """C-layers stored by :func:`extract_task`, and the encoder-side network time that made them; through
+    ``memory`` when given (a worker's recently used C-layers)."""
+    arrays = memory.load(store, key) if memory is not None else store.read_arrays("clayers", key)
+    return features_from_arrays(arrays)
 
 
 # --------------------------------------------------------------------------- the tasks
@@ -193,43 +292,48 @@ def load_features(store: Store, key: str) -> tuple[SplitFeatures, float]:
 
 def extract_task(rt: Runtime, image: ImageRef, clayers_key: str, detections_key: str) -> dict:
     """C-layers of one image (model encoder side) and the detections on them uncoded."""
-    start = time.time()
-    store, model = rt.store, rt.task_model()
+    start = _clock()
+    store, model, memory = rt.store, rt.task_model(), _feature_memory(rt)
+    counters = (memory.store_reads, memory.memory_hits)
     if not store.exists("clayers", clayers_key, ".npz"):
         picture = read_image(image.path)
         t0 = time.perf_counter()
         features = model.encode(picture)
         nn_part_1_s = time.perf_counter() - t0
-        store.write_arrays("clayers", clayers_key, clayer_arrays(features, nn_part_1_s))
+        arrays = clayer_arrays(features, nn_part_1_s)
+        store.write_arrays("clayers", clayers_key, arrays)
+        memory.keep(store, clayers_key, arrays)
     else:
-        features, nn_part_1_s = load_features(store, clayers_key)
+        features, nn_part_1_s = load_features(store, clayers_key, memory)
     if not store.exists("detections", detections_key, ".json"):
         t0 = time.perf_counter()
         detections = model.decode(features)
         store.write_json("detections", detections_key, uncompressed_record(
             image.image_id, features, detections, nn_part_1_s, time.perf_counter() - t0))
-    return _timing(start)
+    return _timing(start, memory, counters)
 
 
 def code_task(rt: Runtime, image_id: str, clayers_key: str, entry: FeatureCodingMethod, qp: int,
               coded_key: str) -> dict:
     """One coding chain: every level of one image, one entry, one QP (sequential inside, for compensation)."""
-    start = time.time()
-    store = rt.store
+    start = _clock()
+    store, memory = rt.store, _feature_memory(rt)
+    counters = (memory.store_reads, memory.memory_hits)
     if not store.exists("coded", coded_key, ".json"):
-        features, _ = load_features(store, clayers_key)
+        features, _ = load_features(store, clayers_key, memory)
         features = at_split(rt, features, entry.split)
         coded = entry.encode(features, qp, rt.coder, label=f"image {image_id} [{entry.name}]")
         store.write_json("coded", coded_key, coded.to_dict())
-    return _timing(start)
+    return _timing(start, memory, counters)
 
 
 def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, entry: FeatureCodingMethod,
                 detections_key: str) -> dict:
     """The receiver: decode one image's bitstreams, run the model's decoder side, and measure where
     the error is (PSNR of each top-down map against the one computed from uncoded C-layers)."""
-    start = time.time()
-    store = rt.store
+    start = _clock()
+    store, memory = rt.store, _feature_memory(rt)
+    counters = (memory.store_reads, memory.memory_hits)
     if not store.exists("detections", detections_key, ".json"):
         coded = CodedFeatures.from_dict(store.read_json("coded", coded_key))
         t0 = time.perf_counter()
@@ -240,10 +344,10 @@ def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, en
         nn_part_2_s = time.perf_counter() - t0
         # top-down maps exist only between the C-layers and the output convolutions: entries coding a later
         # split (P-layers) have none at the receiver, and their per-level PSNR (psnr_<level>) says it all
-        psnr = topdown_psnr(load_features(store, clayers_key)[0], reconstruction) if entry.split == "c" else {}
+        psnr = topdown_psnr(load_features(store, clayers_key, memory)[0], reconstruction) if entry.split == "c" else {}
         store.write_json("detections", detections_key, detection_record(
             image_id, entry.name, coded, detections, decode_s, nn_part_2_s, psnr))
-    return _timing(start)
+    return _timing(start, memory, counters)
 
 
 def at_split(rt: Runtime, features: SplitFeatures, split: str) -> SplitFeatures:
@@ -256,7 +360,7 @@ def at_split(rt: Runtime, features: SplitFeatures, split: str) -> SplitFeatures:
 
 def image_task(rt: Runtime, image: ImageRef, entry: ImageCodingMethod, qp: int, detections_key: str) -> dict:
     """Image-coding entries: code the picture, decode it, run the whole (unsplit) model on it."""
-    start = time.time()
+    start = _clock()
     store = rt.store
     if not store.exists("detections", detections_key, ".json"):
         picture = read_image(image.path)
@@ -468,7 +572,8 @@ class SweepResults:
         rows: one dict per (image, entry, QP) plus one per (image, uncompressed), see :meth:`Sweep.collect`.
         detections: ``(entry, qp) -> {image_id: Detections}``; the uncompressed reference under
             ``(UNCOMPRESSED, None)``.
-        timings: task key -> ``{queue_s, run_s, worker}`` for the tasks run in this invocation.
+        timings: task key -> ``{queue_s, run_s, cpu_s, worker}`` (and the C-layer load counts) for the tasks
+            run in this invocation.
         commands: entry -> the codec record and command line of one of its coded pictures (the first
             image at its first QP), so that a run says exactly what coded it.
     """
@@ -493,14 +598,16 @@ class Sweep:
             finish, then report every failure).
         progress: show a progress bar.
         retention: what to keep of the C-layers (:class:`Retention`, or the config's ``store`` block).
+        feature_memory_mb: C-layers each worker process keeps in memory between tasks
+            (:class:`FeatureMemory`; the config's ``store.feature_memory_mb``); 0 reads them every time.
     """
 
     def __init__(self, *, dataset: DetectionDataset, model_cfg: dict, codec: VideoCodec,
                  entries: Sequence[EntrySpec], store: Store, executor: Executor, fail_fast: bool = False,
                  progress: bool = True, max_worker_restarts: int = 3, model_threads: int = 1,
-                 retention: Retention | Mapping[str, Any] | None = None) -> None:
+                 retention: Retention | Mapping[str, Any] | None = None, feature_memory_mb: float = 512.0) -> None:
         self.dataset = dataset
-        self.runtime = Runtime(store.url, model_cfg, codec, int(model_threads))
+        self.runtime = Runtime(store.url, model_cfg, codec, int(model_threads), float(feature_memory_mb))
         self.entries = list(entries)
         self.store = store
         self.executor = executor
@@ -716,7 +823,10 @@ class Sweep:
                     continue
                 done.add(node.key)
                 timings[node.key] = {"queue_s": max(0.0, timing["start"] - submitted),
-                                     "run_s": timing["end"] - timing["start"], "worker": timing["worker"]}
+                                     "run_s": timing["end"] - timing["start"], "cpu_s": timing["cpu_s"],
+                                     "worker": timing["worker"],
+                                     **{k: timing[k] for k in ("clayer_store_reads", "clayer_memory_hits")
+                                        if k in timing}}
                 bar.update(1)
                 for dependent in dependents.get(node.key, []):
                     unmet[dependent.key] -= 1
@@ -729,6 +839,7 @@ class Sweep:
                       "to resume", len(timings), self.store.url)
             raise
         bar.close()
+        _log_clayer_loads(timings)
         if deleted:
             log.info("keep_features=until_done: deleted the C-layers of %d finished picture(s)", deleted)
         waiting = len(tracker.waiting) if tracker else 0  # producers never admitted (fail_fast)
@@ -764,7 +875,8 @@ class Sweep:
         level was coded at: ``qp`` plus the entry's offset for it), ``side_info_bits,
         psnr_<level>, topdown_psnr_<level>, nn_part_1_s, encode_s, decode_s, nn_part_2_s, worker,
         from_cache`` (no encoder ran when the bitstreams were made: another entry or run had coded the
-        same pictures), ``queue_s, run_s`` (this invocation's task timings, empty for reused results),
+        same pictures), ``queue_s, run_s, cpu_s`` (this invocation's task timings: wall and CPU seconds, empty
+        for reused results),
         ``num_detections, computed_now`` (False when the row was reused from the store as it was).
         Stage times (``encode_s``, ...) are those measured when the result was computed.
         """
@@ -827,6 +939,7 @@ class Sweep:
                             from_cache=all(r.from_cache for r in coded.levels.values()),
                             queue_s=_sum_or_none(code_timing["queue_s"], det_timing["queue_s"]),
                             run_s=_sum_or_none(code_timing["run_s"], det_timing["run_s"]),
+                            cpu_s=_sum_or_none(code_timing["cpu_s"], det_timing["cpu_s"]),
                             worker=code_timing["worker"] or det_timing["worker"],
                         )
                     row["num_detections"] = len(dets)
@@ -842,10 +955,21 @@ class Sweep:
                 "qp": record.get("qp")}
 
 
+def _log_clayer_loads(timings: Mapping[str, dict]) -> None:
+    """How the tasks of this invocation got their C-layers: store reads against worker memory."""
+    reads = sum(t.get("clayer_store_reads", 0) for t in timings.values())
+    hits = sum(t.get("clayer_memory_hits", 0) for t in timings.values())
+    if reads + hits:
+        pictures = len({key.split(":")[1] for key, t in timings.items()
+                        if t.get("clayer_store_reads", 0) + t.get("clayer_memory_hits", 0)})
+        log.info("C-layers: %d loads by tasks of %d picture(s), %d from the store (%.1f a picture), %d from "
+                 "worker memory (store.feature_memory_mb)", reads + hits, pictures, reads, reads / pictures, hits)
+
+
 def _task_timing(timings: dict[str, dict], key: str) -> dict:
     t = timings.get(key)
     return {"queue_s": t["queue_s"] if t else None, "run_s": t["run_s"] if t else None,
-            "worker": t["worker"] if t else None}
+            "cpu_s": t["cpu_s"] if t else None, "worker": t["worker"] if t else None}
 
 
 def _sum_or_none(a: float | None, b: float | None) -> float | None:

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Benchmark: what a sweep needs of disk, memory and time under each C-layer retention policy.
+
+    python benchmarks/bench_scale.py --pictures 100                       # the README's main job, 100 pictures
+    python benchmarks/bench_scale.py --pictures 1000 'anchor=[c_layer]' proposal=none
+    python benchmarks/bench_scale.py --pictures 100 --memory 512 0        # with and without worker memory
+
+Each combination of ``--pictures``, ``--policies`` (``store.keep_features``) and ``--memory``
+(``store.feature_memory_mb``) runs ``python -m vcm_eval`` as a new user would, from an empty store (the
+synthetic pictures are made first, outside the timing), while this script samples every
+``--interval`` seconds: the resident memory of the main process and of its largest worker process
+(with their children, e.g. an encoder), and the bytes under ``store/clayers``. Reported per run: wall
+time of the command, peak C-layer bytes, final store bytes per kind (apparent sizes), the peak memories,
+and the C-layer loads the sweep logged (store reads against worker memory). Results are appended to
+``<out>/results.jsonl`` and printed as a Markdown table (docs/scale.md has the measured ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+LOADS = re.compile(r"C-layers: (\d+) loads by tasks of (\d+) picture\(s\), (\d+) from the store")
+
+
+def tree_bytes(folder: Path) -> int:
+    """Apparent size of every file under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:  # deleted while walking (keep_features=until_done)
+                pass
+    return total
+
+
+def rss_with_children(process: psutil.Process) -> int:
+    """Resident bytes of ``process`` and all its descendants."""
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def make_pictures(pictures: int, overrides: list[str], data_root: Path) -> None:
+    """Build the data set once, so that no timed run pays for making the synthetic pictures."""
+    code = ("import sys; from hydra import compose, initialize_config_dir; from vcm_eval.cli import CONFIG_DIR; "
+            "from vcm_eval.build import build; "
+            "initialize_config_dir(config_dir=CONFIG_DIR, version_base='1.3'); "
+            "cfg = compose(config_name='config', overrides=sys.argv[1:]); "
+            "build(cfg.dataset, expect=object, what='dataset').records()")
+    subprocess.run([sys.executable, "-c", code, f"dataset.size={pictures}", f"paths.data_root={data_root}",
+                    *overrides], check=True, cwd=REPO)
+
+
+def measure(pictures: int, policy: str, memory_mb: float, workers: int, overrides: list[str], out: Path,
+            data_root: Path, interval: float) -> dict:
+    root = out / f"{pictures}-{policy}-mem{memory_mb:g}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    command = [sys.executable, "-m", "vcm_eval", f"ctc.num_images={pictures}", f"dataset.size={pictures}",
+               f"store.keep_features={policy}", f"store.feature_memory_mb={memory_mb:g}",
+               f"executor.workers={workers}", f"paths.data_root={data_root}", f"paths.store={root}/store",
+               f"paths.output_root={root}", f"hydra.run.dir={root}/run", "tracking=none", "progress=false",
+               *overrides]
+    log = (root / "sweep.log").open("w")
+    start = time.perf_counter()
+    child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    main = psutil.Process(child.pid)
+    peak = {"clayers": 0, "main_rss": 0, "worker_rss": 0}
+    while child.poll() is None:
+        try:
+            peak["main_rss"] = max(peak["main_rss"], main.memory_info().rss)
+            workers_rss = [rss_with_children(p) for p in main.children()]
+            peak["worker_rss"] = max([peak["worker_rss"], *workers_rss])
+        except psutil.Error:
+            pass
+        peak["clayers"] = max(peak["clayers"], tree_bytes(root / "store" / "clayers"))
+        time.sleep(interval)
+    wall = time.perf_counter() - start
+    log.close()
+    text = (root / "sweep.log").read_text()
+    if child.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({child.returncode}); see {root / 'sweep.log'}")
+    loads = LOADS.search(text)
+    final = {kind.name: tree_bytes(kind) for kind in sorted((root / "store").iterdir()) if kind.is_dir()}
+    return {"pictures": pictures, "policy": policy, "feature_memory_mb": memory_mb, "workers": workers,
+            "overrides": overrides, "wall_s": round(wall, 1), "peak_clayers_bytes": peak["clayers"],
+            "final_bytes": final, "final_total_bytes": sum(final.values()),
+            "peak_main_rss_bytes": peak["main_rss"], "peak_worker_rss_bytes": peak["worker_rss"],
+            "clayer_loads": int(loads.group(1)) if loads else None,
+            "clayer_store_reads": int(loads.group(3)) if loads else None,
+            "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_1min_at_end": os.getloadavg()[0]}
+
+
+def table(rows: list[dict]) -> str:
+    mb = 1e6
+    lines = ["| pictures | keep_features | worker memory | wall | C-layers peak | store final | of it C-layers | "
+             "main RSS peak | worker RSS peak | C-layer store reads / loads |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['pictures']} | {r['policy']} | {r['feature_memory_mb']:g} MB | {r['wall_s'] / 60:.1f} min | "
+            f"{r['peak_clayers_bytes'] / mb:.0f} MB | {r['final_total_bytes'] / mb:.0f} MB | "
+            f"{r['final_bytes'].get('clayers', 0) / mb:.0f} MB | {r['peak_main_rss_bytes'] / mb:.0f} MB | "
+            f"{r['peak_worker_rss_bytes'] / mb:.0f} MB | {r['clayer_store_reads']} / {r['clayer_loads']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of every run (default: proposal=compensation)")
+    parser.add_argument("--pictures", type=int, nargs="+", default=[100])
+    parser.add_argument("--policies", nargs="+", default=["all", "until_done"])
+    parser.add_argument("--memory", type=float, nargs="+", default=[512.0], help="store.feature_memory_mb values")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_scale")
+    parser.add_argument("--data-root", type=Path, default=REPO / "outputs" / "bench_scale" / "data")
+    args = parser.parse_args(argv)
+    overrides = args.overrides or ["proposal=compensation"]
+    rows = []
+    for pictures in args.pictures:
+        make_pictures(pictures, [o for o in overrides if o.startswith(("ctc=", "dataset"))], args.data_root)
+        for policy in args.policies:
+            for memory_mb in args.memory:
+                print(f"{pictures} pictures, keep_features={policy}, feature_memory_mb={memory_mb:g} ...",
+                      flush=True)
+                row = measure(pictures, policy, memory_mb, args.workers, overrides, args.out, args.data_root,
+                              args.interval)
+                with (args.out / "results.jsonl").open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                rows.append(row)
+                print(table([row]).splitlines()[-1], flush=True)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
