@@ -102,10 +102,10 @@ class FusionArch:
     """
 
     channels: int = 32
-    hidden: int = 48
-    latent: int = 48
+    hidden: int = 96
+    latent: int = 80
     hyper: int = 32
-    fine: int = 32
+    fine: int = 64
     kernel: int = 3
     scale_max: float = 64.0
 
