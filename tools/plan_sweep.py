@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"projected encoder time: {core_hours:.1f} core-hours ({core_hours / 24:.1f} core-days)")
 
     retention = Retention.of(cfg.get("store"))
-    figures = report_storage(measured, sample, num_images, retention, args.workers, core_hours)
+    feature_memory = float(cfg.store.get("feature_memory_mb", 0)) * 2**20
+    figures = report_storage(measured, sample, num_images, retention, args.workers, core_hours, feature_memory)
     if args.json:
         args.json.write_text(json.dumps({
             "ctc": str(cfg.ctc.name), "num_images": num_images, "sample_images": len(features), "qp": qp,
@@ -308,9 +309,10 @@ def _middle(rate_points: list[int]) -> int:
 
 
 def report_storage(measured: Measured, sample: Sample, num_images: int, retention: Retention, workers: list[int],
-                   core_hours: float) -> dict:
+                   core_hours: float, feature_memory_bytes: float = 0.0) -> dict:
     """Print the store's disk per kind and policy, wall time and peak per workers count, files and memory
-    per worker; returns the figures for ``--json``."""
+    per worker (with the C-layers a worker keeps, ``store.feature_memory_mb``, as many pictures as fit);
+    returns the figures for ``--json``."""
     per_picture = measured.per_picture
     keep_all = project_disk(per_picture, num_images, None)
     until_done = {n: project_disk(per_picture, num_images, _window(retention, n)) for n in workers}
@@ -329,12 +331,16 @@ def report_storage(measured: Measured, sample: Sample, num_images: int, retentio
     work = "model, C-layers, coding chain, decoder side" if sample.model else "C-layer files, coding chain, no model"
     encoder = _gb(child) if child else "none" + (f" (or one below {_gb(measured.rss_before)})" if measured.rss_before
                                                   else "")
-    print(f"memory per worker: ~{_gb(own + child)} (peak RSS of this process, which did a worker's work on the "
-          f"sample: {work}: {_gb(own)}; largest encoder process: {encoder})")
+    clayers = per_picture.get("clayers", 0.0)
+    kept = min(feature_memory_bytes, num_images * clayers) if clayers else 0.0
+    kept = clayers * int(kept // clayers) if clayers else 0.0  # whole pictures only
+    print(f"memory per worker: ~{_gb(own + child + kept)} (peak RSS of this process, which did a worker's work on "
+          f"the sample: {work}: {_gb(own)}; largest encoder process: {encoder}; C-layers kept between tasks "
+          f"(store.feature_memory_mb): {_gb(kept)})")
     return {"per_picture_bytes": per_picture, "files_per_picture": measured.files_per_picture,
             "disk_bytes": {"all": keep_all, "until_done": {str(n): v for n, v in until_done.items()}},
             "pictures_in_flight": {str(n): _window(retention, n) for n in workers},
-            "memory_per_worker_bytes": own + child}
+            "memory_per_worker_bytes": own + child + kept}
 
 
 def _other_qps(rate_points: list[int], qp: int, disk_qps: str) -> list[int]:

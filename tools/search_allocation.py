@@ -376,4 +376,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\nsearch_allocation: interrupted; nothing was written. Every picture the sweeps coded is kept in the "
+              "store (paths.store), so the same command runs again without re-encoding them.", file=sys.stderr)
+        sys.exit(130)
