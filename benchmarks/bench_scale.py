@@ -2,7 +2,7 @@
 """Benchmark: what a sweep needs of disk, memory and time under each C-layer retention policy.
 
     python benchmarks/bench_scale.py --pictures 100                       # the README's main job, 100 pictures
-    python benchmarks/bench_scale.py --pictures 1000 'anchor=[c_layer]' proposal=none
+    python benchmarks/bench_scale.py 'anchor=[c_layer]' proposal=none --pictures 1000 --policies until_done
     python benchmarks/bench_scale.py --pictures 100 --memory 512 0        # with and without worker memory
 
 Each combination of ``--pictures``, ``--policies`` (``store.keep_features``) and ``--memory``
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of every run (default: proposal=compensation)")
     parser.add_argument("--pictures", type=int, nargs="+", default=[100])
-    parser.add_argument("--policies", nargs="+", default=["all", "until_done"])
+    parser.add_argument("--policies", nargs="+", default=["all", "until_done"], choices=["all", "until_done"],
+                        help="store.keep_features values (Hydra overrides go before the options)")
     parser.add_argument("--memory", type=float, nargs="+", default=[512.0], help="store.feature_memory_mb values")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
