@@ -10,9 +10,11 @@ Each combination of ``--pictures``, ``--policies`` (``store.keep_features``) and
 synthetic pictures are made first, outside the timing), while this script samples every
 ``--interval`` seconds: the resident memory of the main process and of its largest worker process
 (with their children, e.g. an encoder), and the bytes under ``store/clayers``. Reported per run: wall
-time of the command, peak C-layer bytes, final store bytes per kind (apparent sizes), the peak memories,
-and the C-layer loads the sweep logged (store reads against worker memory). Results are appended to
-``<out>/results.jsonl`` and printed as a Markdown table (docs/scale.md has the measured ones).
+time of the command, peak C-layer bytes, final store bytes per kind (apparent sizes), the peak memories
+(the main process's also up to the end of the sweep, before scoring and the report files), and the
+C-layer loads the sweep logged (store reads against worker memory). Results are appended to
+``<out>/results.jsonl`` (every sample to the run's ``samples.csv``) and printed as a Markdown table
+(docs/scale.md has the measured ones).
 """
 
 from __future__ import annotations
@@ -81,16 +83,28 @@ def measure(pictures: int, policy: str, memory_mb: float, workers: int, override
     start = time.perf_counter()
     child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     main = psutil.Process(child.pid)
-    peak = {"clayers": 0, "main_rss": 0, "worker_rss": 0}
+    peak = {"clayers": 0, "main_rss": 0, "main_rss_sweep": 0, "worker_rss": 0}
+    in_sweep = True  # until the sweep logs its C-layer loads; scoring and the report files come after
+    samples = (root / "samples.csv").open("w")
+    samples.write("t_s,phase,main_rss_bytes,largest_worker_rss_bytes,clayers_bytes\n")
     while child.poll() is None:
+        main_rss = worker_rss = 0
         try:
-            peak["main_rss"] = max(peak["main_rss"], main.memory_info().rss)
-            workers_rss = [rss_with_children(p) for p in main.children()]
-            peak["worker_rss"] = max([peak["worker_rss"], *workers_rss])
+            main_rss = main.memory_info().rss
+            worker_rss = max([0, *(rss_with_children(p) for p in main.children())])
         except psutil.Error:
             pass
-        peak["clayers"] = max(peak["clayers"], tree_bytes(root / "store" / "clayers"))
+        clayers = tree_bytes(root / "store" / "clayers")
+        in_sweep = in_sweep and "C-layers: " not in (root / "sweep.log").read_text(errors="replace")
+        peak["main_rss"] = max(peak["main_rss"], main_rss)
+        if in_sweep:
+            peak["main_rss_sweep"] = max(peak["main_rss_sweep"], main_rss)
+        peak["worker_rss"] = max(peak["worker_rss"], worker_rss)
+        peak["clayers"] = max(peak["clayers"], clayers)
+        samples.write(f"{time.perf_counter() - start:.1f},{'sweep' if in_sweep else 'after'},"
+                      f"{main_rss},{worker_rss},{clayers}\n")
         time.sleep(interval)
+    samples.close()
     wall = time.perf_counter() - start
     log.close()
     text = (root / "sweep.log").read_text()
@@ -101,7 +115,8 @@ def measure(pictures: int, policy: str, memory_mb: float, workers: int, override
     return {"pictures": pictures, "policy": policy, "feature_memory_mb": memory_mb, "workers": workers,
             "overrides": overrides, "wall_s": round(wall, 1), "peak_clayers_bytes": peak["clayers"],
             "final_bytes": final, "final_total_bytes": sum(final.values()),
-            "peak_main_rss_bytes": peak["main_rss"], "peak_worker_rss_bytes": peak["worker_rss"],
+            "peak_main_rss_bytes": peak["main_rss"], "peak_main_rss_sweep_bytes": peak["main_rss_sweep"],
+            "peak_worker_rss_bytes": peak["worker_rss"],
             "clayer_loads": int(loads.group(1)) if loads else None,
             "clayer_store_reads": int(loads.group(3)) if loads else None,
             "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg_1min_at_end": os.getloadavg()[0]}
@@ -110,13 +125,14 @@ def measure(pictures: int, policy: str, memory_mb: float, workers: int, override
 def table(rows: list[dict]) -> str:
     mb = 1e6
     lines = ["| pictures | keep_features | worker memory | wall | C-layers peak | store final | of it C-layers | "
-             "main RSS peak | worker RSS peak | C-layer store reads / loads |",
+             "main RSS peak (in the sweep) | worker RSS peak | C-layer store reads / loads |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['pictures']} | {r['policy']} | {r['feature_memory_mb']:g} MB | {r['wall_s'] / 60:.1f} min | "
             f"{r['peak_clayers_bytes'] / mb:.0f} MB | {r['final_total_bytes'] / mb:.0f} MB | "
-            f"{r['final_bytes'].get('clayers', 0) / mb:.0f} MB | {r['peak_main_rss_bytes'] / mb:.0f} MB | "
+            f"{r['final_bytes'].get('clayers', 0) / mb:.0f} MB | {r['peak_main_rss_bytes'] / mb:.0f} MB "
+            f"({r.get('peak_main_rss_sweep_bytes', 0) / mb:.0f} MB) | "
             f"{r['peak_worker_rss_bytes'] / mb:.0f} MB | {r['clayer_store_reads']} / {r['clayer_loads']} |")
     return "\n".join(lines)
 
