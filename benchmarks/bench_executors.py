@@ -14,12 +14,13 @@ tasks' own run times, the speed-up against ``local``, and the scheduling overhea
 the share of the workers' time not spent inside a task (start-up of worker processes, model loading,
 queueing, transfers, idle tails). Targets for 2 workers: speed-up >= 1.8, overhead <= 5 %.
 
-Where the time goes: ``task_cpu_s`` is the CPU time of the threads that ran the tasks (``cpu_s`` of
-per_image.csv); ``task_s - task_cpu_s`` is time a task waited for a core (another process held it, or an
-encoder child process ran); ``main_cpu_s`` is the CPU time of this process (the driver, and for a Dask
-LocalCluster its scheduler) and ``workers_cpu_s`` that of the worker processes (and their children) that
-ended during the run. On a machine with as many cores as workers, every CPU second the driver, the
-scheduler or the workers spend outside tasks is taken from the tasks.
+Where the time goes: ``task_cpu_s`` is the CPU time the worker processes used while they ran the tasks
+(``cpu_s`` of per_image.csv: all threads of the process, libx265's included, and waited-for children such
+as VTM); ``task_s - task_cpu_s`` is time a task waited for a core another process held; ``main_cpu_s`` is
+the CPU time of this process (the driver, and for a Dask LocalCluster its scheduler) and ``workers_cpu_s``
+that of the worker processes (and their children) that ended during the run. On a machine with as many
+cores as workers, every CPU second the driver, the scheduler or the workers spend outside tasks is taken
+from the tasks.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from vcm_eval.cli import CONFIG_DIR, run
+from vcm_eval.pipeline import _clock, _timing
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["entry", "qp", "num_bits", "avg_bpp", "map_50", "map_50_95"]
@@ -51,14 +54,32 @@ def _same(summary: pd.DataFrame, reference: pd.DataFrame) -> None:
                                   reference[COLUMNS].reset_index(drop=True), check_dtype=False)
 
 
+def test_task_cpu_time_counts_the_threads_and_children_a_task_starts():
+    """libx265 encodes in a thread of its own and VTM in a child process: a task's cpu_s must count both."""
+    def spin(cpu_s: float) -> None:
+        end = time.thread_time() + cpu_s  # CPU, not wall: the same work however loaded the machine is
+        while time.thread_time() < end:
+            pass
+
+    start = _clock()
+    helper = threading.Thread(target=spin, args=(0.2,))
+    helper.start()
+    helper.join()
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                    "while time.process_time() < end: pass"], check=True)
+    timing = _timing(start)
+    assert timing["cpu_s"] >= 0.2 + 0.3 - 0.02  # children's CPU comes in clock ticks (10 ms)
+
+
 def test_pool_gives_the_local_results(tmp_path, data_root, reference):
     outcome = run(compose_cfg(*overrides(tmp_path, data_root, "executor=pool", "executor.workers=2")),
                   tmp_path / "run")
     _same(outcome.summary, reference)
     rows = outcome.per_image
     assert rows["run_s"].notna().all() and (rows["queue_s"] >= 0).all()
-    # a task's thread cannot use more CPU than the wall time it ran (single-threaded model and codec)
-    assert (rows["cpu_s"] > 0).all() and (rows["cpu_s"] <= rows["run_s"] + 0.01).all()
+    # a worker runs one task at a time, and the task's thread waits while libx265's thread encodes: its
+    # process cannot use much more CPU than the wall time the task ran (the margin: threads starting)
+    assert (rows["cpu_s"] > 0).all() and (rows["cpu_s"] <= 1.2 * rows["run_s"] + 0.02).all()
 
 
 def test_dask_local_cluster_gives_the_local_results(tmp_path, data_root, reference):
@@ -71,6 +92,28 @@ def test_dask_local_cluster_gives_the_local_results(tmp_path, data_root, referen
     # tasks is the scheduler's business and varies with load)
     workers = set(outcome.per_image["worker"].dropna())
     assert workers and len(workers) <= 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)
+
+
+def test_dask_local_cluster_runs_its_housekeeping_quietly():
+    """The local cluster's workers get QUIET_MONITORS (a 2-core machine lost 4.6 % to the defaults), and
+    the option turns Dask's defaults back on."""
+    pytest.importorskip("distributed")
+    import dask
+
+    from vcm_eval.executors.dask import QUIET_MONITORS, DaskExecutor
+
+    keys = sorted(QUIET_MONITORS)
+
+    def settings() -> list:
+        import dask
+        return [dask.config.get(k) for k in keys]
+
+    defaults = [dask.config.get(k) for k in keys]
+    assert defaults != [QUIET_MONITORS[k] for k in keys]
+    for quiet, expected in ((True, [QUIET_MONITORS[k] for k in keys]), (False, defaults)):
+        with DaskExecutor(workers=1, quiet_monitors=quiet) as executor:
+            assert list(executor.client.run(settings).values()) == [expected]
+    assert [dask.config.get(k) for k in keys] == defaults  # the driver's own config is left as it was
 
 
 def test_fsspec_store_url_gives_the_local_results(tmp_path, data_root, reference):

@@ -145,17 +145,27 @@ class ImageRef:
     fingerprint: str
 
 
+def _process_cpu_s() -> float:
+    """CPU seconds of this process, all its threads (living or ended), and its children that were waited for."""
+    children = os.times()  # clock ticks are fine for an encoder process that ran seconds
+    return time.process_time() + children.children_user + children.children_system
+
+
 def _clock() -> tuple[float, float]:
-    """When a task starts: wall-clock time and the CPU time of the thread running it."""
-    return time.time(), time.thread_time()
+    """When a task starts: wall-clock time and the CPU time of the process running it."""
+    return time.time(), _process_cpu_s()
 
 
 def _timing(start: tuple[float, float], memory: FeatureMemory | None = None,
             reads_before: tuple[int, int] = (0, 0)) -> dict:
-    """When a task ran, where, and the CPU time its thread used (``cpu_s``: against the wall time it shows
-    how much of a task's time went to waiting for a core another process held); with ``memory``, how many
-    C-layer loads it made from the store and from the worker's memory since ``reads_before``."""
-    timing = {"start": start[0], "end": time.time(), "cpu_s": time.thread_time() - start[1],
+    """When a task ran, where, and the CPU time it used (``cpu_s``: against the wall time it shows how much
+    of a task's time went to waiting for a core another process held); with ``memory``, how many C-layer
+    loads it made from the store and from the worker's memory since ``reads_before``.
+
+    ``cpu_s`` is the whole process's CPU time while the task ran, not the calling thread's: libx265 encodes
+    in a thread of its own (even with ``pools=none``) and VTM in a child process, and a worker runs one task
+    at a time. In a Dask worker it includes the worker's communication thread (heartbeats, transfers)."""
+    timing = {"start": start[0], "end": time.time(), "cpu_s": _process_cpu_s() - start[1],
               "worker": f"{socket.gethostname()}:{os.getpid()}"}
     if memory is not None:
         timing["clayer_store_reads"] = memory.store_reads - reads_before[0]

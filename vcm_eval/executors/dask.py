@@ -69,6 +69,19 @@ class _WorkerSetup(WorkerPlugin):
                 pass
 
 
+#: Housekeeping intervals for a local cluster. With Dask's defaults (event-loop tick 20 ms, system monitor
+#: 500 ms, worker memory monitor 100 ms) an idle LocalCluster of 2 workers used 2.8 CPU-seconds in 30 s
+#: (4.6 % of a 2-core machine, taken from the tasks); with these, 0.4 s (0.7 %), measured 2026-12-04. The
+#: cost: the dashboard's CPU and memory plots update every 2 s, a blocked event loop is noticed after 1 s,
+#: and a worker's memory limit is checked every 500 ms.
+QUIET_MONITORS = {
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.tick.limit": "5s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+
+
 class DaskExecutor(Executor):
     """Run tasks on a Dask cluster.
 
@@ -89,13 +102,16 @@ class DaskExecutor(Executor):
         worker_profile: keep Dask's statistical profiler in local workers (the dashboard's "Profile" page).
             It samples every worker thread's stack every 10 ms; off by default, because on a small machine
             that is CPU the tasks need.
+        quiet_monitors: run a local cluster's periodic housekeeping less often (:data:`QUIET_MONITORS`).
+            Dask's defaults suit a cluster whose scheduler has cores of its own; on a workstation the
+            scheduler, nannies and workers share the cores with the tasks.
     """
 
     name = "dask"
 
     def __init__(self, address: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
                  jobqueue: dict | None = None, dashboard_address: str | None = ":0",
-                 worker_profile: bool = False) -> None:
+                 worker_profile: bool = False, quiet_monitors: bool = True) -> None:
         distributed = _require_distributed()
         self._cluster = None
         if address and jobqueue:
@@ -112,7 +128,9 @@ class DaskExecutor(Executor):
 
             n = int(workers) if workers else (os.cpu_count() or 1)
             # the nannies hand this configuration to the worker processes they start
-            with dask.config.set({"distributed.worker.profile.enabled": bool(worker_profile)}):
+            settings = {"distributed.worker.profile.enabled": bool(worker_profile),
+                        **(QUIET_MONITORS if quiet_monitors else {})}
+            with dask.config.set(settings):
                 self._cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
                                                          processes=True, dashboard_address=dashboard_address)
             self.client = distributed.Client(self._cluster)
