@@ -265,6 +265,13 @@ def test_feature_memory_keeps_the_most_recent_pictures_within_its_budget(tmp_pat
     assert memory.store_reads == 4
 
 
+@pytest.mark.parametrize("value", ["-5", "lots"])
+def test_a_wrong_feature_memory_budget_is_a_clear_error_before_any_work(tmp_path, data_root, value):
+    with pytest.raises(ValueError, match="store.feature_memory_mb=.*use a size in MB"):
+        run(compose_cfg(*overrides(tmp_path, data_root, f"store.feature_memory_mb={value}")), tmp_path / "run")
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))
+
+
 def test_worker_memory_reads_each_picture_about_once_per_worker_with_the_same_results(
         tmp_path, data_root, reference, caplog):
     """Pool workers keep the C-layers they read; with store.feature_memory_mb=0 every task reads the store.

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"projected encoder time: {core_hours:.1f} core-hours ({core_hours / 24:.1f} core-days)")
 
     retention = Retention.of(cfg.get("store"))
-    feature_memory = float(cfg.store.get("feature_memory_mb", 0)) * 2**20
+    feature_memory = float(cfg.store.feature_memory_mb) * 2**20
     figures = report_storage(measured, sample, num_images, retention, args.workers, core_hours, feature_memory)
     if args.json:
         args.json.write_text(json.dumps({

@@ -128,7 +128,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
                       executor=executor, fail_fast=bool(cfg.fail_fast), progress=bool(cfg.progress),
                       model_threads=int(cfg.model_threads),
                       retention=cfg.get("store"),
-                      feature_memory_mb=float(cfg.store.get("feature_memory_mb", 512)))
+                      feature_memory_mb=cfg.store.feature_memory_mb)
         model = sweep.model
         images = sweep.images()
         log.info("CTC %s: %d images of %s, model %s, codec %s, entries %s, QPs %s; store %s",

@@ -617,7 +617,14 @@ class Sweep:
                  progress: bool = True, max_worker_restarts: int = 3, model_threads: int = 1,
                  retention: Retention | Mapping[str, Any] | None = None, feature_memory_mb: float = 512.0) -> None:
         self.dataset = dataset
-        self.runtime = Runtime(store.url, model_cfg, codec, int(model_threads), float(feature_memory_mb))
+        try:
+            memory_mb = float(feature_memory_mb)
+        except (TypeError, ValueError):
+            memory_mb = float("nan")
+        if not memory_mb >= 0:  # negative, NaN or not a number
+            raise ValueError(f"store.feature_memory_mb={feature_memory_mb!r}: use a size in MB, or 0 to read the "
+                             "C-layers from the store for every task")
+        self.runtime = Runtime(store.url, model_cfg, codec, int(model_threads), memory_mb)
         self.entries = list(entries)
         self.store = store
         self.executor = executor
