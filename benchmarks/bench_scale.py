@@ -31,20 +31,10 @@ from pathlib import Path
 
 import psutil
 
+from vcm_eval.store import Store
+
 REPO = Path(__file__).resolve().parents[1]
 LOADS = re.compile(r"C-layers: (\d+) loads by tasks of (\d+) picture\(s\), (\d+) from the store")
-
-
-def tree_bytes(folder: Path) -> int:
-    """Apparent size of every file under ``folder`` (0 when it does not exist)."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except FileNotFoundError:  # deleted while walking (keep_features=until_done)
-                pass
-    return total
 
 
 def rss_with_children(process: psutil.Process) -> int:
@@ -65,8 +55,11 @@ def make_pictures(pictures: int, overrides: list[str], data_root: Path) -> None:
             "initialize_config_dir(config_dir=CONFIG_DIR, version_base='1.3'); "
             "cfg = compose(config_name='config', overrides=sys.argv[1:]); "
             "build(cfg.dataset, expect=object, what='dataset').records()")
-    subprocess.run([sys.executable, "-c", code, f"dataset.size={pictures}", f"paths.data_root={data_root}",
-                    *overrides], check=True, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", code, f"dataset.size={pictures}", f"ctc.num_images={pictures}",
+                           f"paths.data_root={data_root}", *overrides], cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"bench_scale: making the {pictures} pictures under {data_root} failed: {last}")
 
 
 def measure(pictures: int, policy: str, memory_mb: float, workers: int, overrides: list[str], out: Path,
@@ -80,6 +73,7 @@ def measure(pictures: int, policy: str, memory_mb: float, workers: int, override
                f"paths.output_root={root}", f"hydra.run.dir={root}/run", "tracking=none", "progress=false",
                *overrides]
     log = (root / "sweep.log").open("w")
+    store = Store(root / "store")
     start = time.perf_counter()
     child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     main = psutil.Process(child.pid)
@@ -94,7 +88,7 @@ def measure(pictures: int, policy: str, memory_mb: float, workers: int, override
             worker_rss = max([0, *(rss_with_children(p) for p in main.children())])
         except psutil.Error:
             pass
-        clayers = tree_bytes(root / "store" / "clayers")
+        clayers = store.disk_usage(["clayers"]).get("clayers", 0)
         in_sweep = in_sweep and "C-layers: " not in (root / "sweep.log").read_text(errors="replace")
         peak["main_rss"] = max(peak["main_rss"], main_rss)
         if in_sweep:
@@ -111,7 +105,7 @@ def measure(pictures: int, policy: str, memory_mb: float, workers: int, override
     if child.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({child.returncode}); see {root / 'sweep.log'}")
     loads = LOADS.search(text)
-    final = {kind.name: tree_bytes(kind) for kind in sorted((root / "store").iterdir()) if kind.is_dir()}
+    final = store.disk_usage()
     return {"pictures": pictures, "policy": policy, "feature_memory_mb": memory_mb, "workers": workers,
             "overrides": overrides, "wall_s": round(wall, 1), "peak_clayers_bytes": peak["clayers"],
             "final_bytes": final, "final_total_bytes": sum(final.values()),

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def content_key(*parts: Any) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
 
 
 class StoreError(RuntimeError):
@@ -130,22 +138,23 @@ class Store:
         self._fs.rm_file(p)
         return True
 
-    def disk_usage(self) -> dict[str, int]:
-        """Bytes held per kind (top-level folder), temporary files of unfinished writes included."""
+    def disk_usage(self, kinds: Iterable[str] | None = None) -> dict[str, int]:
+        """Bytes held per kind (top-level folder; only ``kinds`` when given), temporary files of unfinished
+        writes included. Safe while a sweep runs: a file deleted during the walk (``until_done``) counts 0."""
         usage: dict[str, int] = {}
         if not self._local:
             if self._fs.exists(self._root):
                 for folder in self._fs.ls(self._root, detail=False):
-                    if self._fs.isdir(folder):
-                        usage[folder.rstrip("/").rsplit("/", 1)[-1]] = int(self._fs.du(folder))
+                    kind = folder.rstrip("/").rsplit("/", 1)[-1]
+                    if (kinds is None or kind in kinds) and self._fs.isdir(folder):
+                        usage[kind] = int(self._fs.du(folder))
             return usage
         if not os.path.isdir(self._root):
             return usage
-        for kind in sorted(os.listdir(self._root)):
+        for kind in sorted(os.listdir(self._root)) if kinds is None else kinds:
             folder = os.path.join(self._root, kind)
             if os.path.isdir(folder):
-                usage[kind] = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)
-                                  for f in files)
+                usage[kind] = sum(_size_or_zero(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
         return usage
 
     def read_bytes(self, kind: str, key: str, suffix: str) -> bytes:
