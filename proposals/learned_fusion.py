@@ -102,10 +102,10 @@ class FusionArch:
     """
 
     channels: int = 32
-    hidden: int = 96
-    latent: int = 80
+    hidden: int = 128
+    latent: int = 96
     hyper: int = 32
-    fine: int = 64
+    fine: int = 80
     kernel: int = 3
     scale_max: float = 64.0
 
@@ -303,6 +303,31 @@ class ExactCoder:
 # --------------------------------------------------------------------------- checkpoints
 
 
+def _stored_half(name: str) -> bool:
+    """Whether the checkpoint stores parameter ``name`` as float16: the weights and biases of the convolutions,
+    which are nearly all the bytes. The entropy models and the GDN parameters stay float32 (small, and the
+    CDF tables and medians must follow from exactly the stored values)."""
+    return name.endswith((".weight", ".bias")) and not name.startswith(("entropy_bottleneck.", "gaussian_conditional."))
+
+
+def round_for_storage(net: FusionCodec) -> None:
+    """Round the convolution weights to float16 precision in place, ``w <- float32(float16(w))``.
+
+    Done before ``update()`` and before measuring, so the network that is measured, the one the CDF tables
+    were made for and the one that loads from the half-size checkpoint are the same, bit for bit.
+    """
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if _stored_half(name):
+                param.copy_(param.to(torch.float16).to(torch.float32))
+
+
+def storage_state(net: FusionCodec) -> dict[str, torch.Tensor]:
+    """The state dict as a checkpoint stores it (see :func:`_stored_half`); call :func:`round_for_storage` first,
+    or the conversion loses what the network was measured with."""
+    return {k: (v.to(torch.float16) if _stored_half(k) else v) for k, v in net.state_dict().items()}
+
+
 def checkpoint_path(weights_dir: str | Path | None, rate_point: int) -> Path:
     """``<weights_dir>/rp<rate_point>.pth`` (``weights_dir`` None: the shipped checkpoints)."""
     folder = WEIGHTS_DIR if weights_dir is None else Path(weights_dir).expanduser()
@@ -345,6 +370,8 @@ def load_checkpoint(path: Path) -> tuple[FusionCodec, dict]:
     net = FusionCodec(FusionArch.from_json(meta["architecture"]))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        # float16 conv weights (storage_state) become float32 exactly; older float32 checkpoints load as they are
+        state = {k: (v.to(torch.float32) if v.dtype == torch.float16 else v) for k, v in state.items()}
         net.load_state_dict(state, strict=True)
     except Exception as exc:  # torch raises several unrelated types for a damaged or foreign archive
         raise LearnedFusionError(f"{path}: checkpoint does not fit the architecture in "

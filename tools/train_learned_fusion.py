@@ -29,7 +29,7 @@ for the fine-tuning ones; the base is needed again only when a fine-tuned one is
 
 Example::
 
-    python tools/train_learned_fusion.py                        # the shipped checkpoints (~25 min on 2 cores)
+    python tools/train_learned_fusion.py                        # the shipped checkpoints (~55 min on 2 cores)
     python tools/train_learned_fusion.py model=my_model --out-dir my_ckpts   # a model of conf/model/
     python tools/train_learned_fusion.py --train-pictures 8 --base-iterations 5 --finetune-iterations 2 \\
         --lambdas 4 1 --eval-pictures 2 --out-dir /tmp/lf
@@ -59,10 +59,12 @@ from proposals.learned_fusion import (
     FusionCodec,
     count_parameters,
     file_sha256,
+    round_for_storage,
+    storage_state,
 )
 
 #: lambda per rate point index (index 0 = most bits); see docs/learned.md for how they were chosen
-DEFAULT_LAMBDAS = (40.0, 12.0, 4.0, 1.2)
+DEFAULT_LAMBDAS = (40.0, 12.0, 4.0, 1.5, 0.6, 0.25)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-index", type=int, default=0,
                    help="rate point trained from scratch (default 0, the largest lambda: the others are fine-tuned "
                         "down from the most accurate network, which is quicker than up from a coarse one)")
-    p.add_argument("--base-iterations", type=int, default=12000)
+    p.add_argument("--base-iterations", type=int, default=18000)
     p.add_argument("--finetune-iterations", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--crop", type=int, default=192, help="crop side in input pixels (multiple of 32)")
@@ -401,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"rp{index}")
             iterations, train_s = args.base_iterations + args.finetune_iterations, base_s + time.time() - t0
             recipe = f"fine-tuned from rp{args.base_index}"
+        round_for_storage(net)
         # the quantiles of the entropy bottleneck are searched directly (the aux loss alone converges slowly)
         net.update(scale_table=arch.scale_table(), force=True, update_quantiles=True)
         tmp = pth.with_suffix(".pth.tmp")
-        torch.save(net.state_dict(), tmp)
+        torch.save(storage_state(net), tmp)
         os.replace(tmp, pth)
         evaluation = None
         if args.eval_pictures > 0:
@@ -425,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                        "loss": "lambda * D + R; D = mean_k MSE(P^_k,P_k)/var(P_k) + clayer_weight * "
                                "mean_k MSE(C^_k,C_k)/var(C_k); R = bits per input pixel",
                        "optimizer": "Adam (+ Adam 1e-2 on the entropy bottleneck quantiles, then update_quantiles)",
+                       "storage": "convolution weights and biases float16 (rounded before update and measurement), "
+                                  "entropy models and GDN float32",
                        "p_map_variances": p_var, "clayer_variances": c_var},
             "settings": same,
             "data": {"generator": "vcm_eval.data.synthetic", "split": "train", "style": args.style,
