@@ -162,7 +162,12 @@ def test_dask_driver_killed_and_restarted_resumes(tmp_path, data_root, reference
     # a worker killed while writing leaves its temporary file (.tmp-*.json), which is no result
     finished = len([p for p in (tmp_path / "store" / "detections").rglob("*.json") if not p.name.startswith(".tmp-")])
     command[-1] = f"hydra.run.dir={tmp_path}/run2"
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)
+    # the kill may or may not land mid-write: plant what a writer killed there leaves, so the clean-up is tested
+    shard = next(p for p in (tmp_path / "store" / "detections").iterdir() if p.is_dir())
+    (shard / ".tmp-killedwriter.json").write_bytes(b'{"half": ')
+    # nothing else writes into this store: the killed writers' temporaries may go at any age
+    subprocess.run([*command, "store.stale_temporaries_s=0"], env=env, check=True, capture_output=True, timeout=600)
+    assert not list((tmp_path / "store").rglob(".tmp-*")), "the finished run left the killed writers' temporaries"
     summary = pd.read_csv(tmp_path / "run2" / "summary.csv")
     _same(summary, reference)
     per_image = pd.read_csv(tmp_path / "run2" / "per_image.csv")

@@ -272,6 +272,13 @@ def test_a_wrong_feature_memory_budget_is_a_clear_error_before_any_work(tmp_path
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))
 
 
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_a_wrong_temporaries_age_is_a_clear_error_before_any_work(tmp_path, data_root, value):
+    with pytest.raises(ValueError, match="store.stale_temporaries_s=.*age in seconds"):
+        run(compose_cfg(*overrides(tmp_path, data_root, f"store.stale_temporaries_s={value}")), tmp_path / "run")
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))
+
+
 def test_worker_memory_reads_each_picture_about_once_per_worker_with_the_same_results(
         tmp_path, data_root, reference, caplog):
     """Pool workers keep the C-layers they read; with store.feature_memory_mb=0 every task reads the store.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -29,6 +30,24 @@ def test_round_trips_and_no_temporary_files_left(tmp_path):
     np.testing.assert_array_equal(store.read_arrays("a", "cd34")["m"], np.arange(6).reshape(2, 3))
     leftovers = [f for _, _, files in os.walk(tmp_path) for f in files if f.startswith(".tmp-")]
     assert leftovers == []
+
+
+def test_stale_temporaries_of_unfinished_writes_are_removed_and_nothing_else(tmp_path):
+    store = Store(tmp_path)
+    kept = store.write_json("detections", "ab12", {"x": 1})
+    folder = os.path.dirname(kept)
+    old, fresh = os.path.join(folder, ".tmp-dead.json"), os.path.join(folder, ".tmp-busy.json")
+    for path in (old, fresh):
+        with open(path, "wb") as f:
+            f.write(b"0" * 100)
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    os.utime(kept, (hour_ago, hour_ago))  # an old result is a result: never touched
+    assert store.remove_stale_temporaries(3600) == (1, 100)
+    assert not os.path.exists(old) and os.path.exists(fresh) and store.read_json("detections", "ab12") == {"x": 1}
+    assert store.remove_stale_temporaries(0) == (1, 100)
+    assert store.remove_stale_temporaries(0) == (0, 0)
+    assert Store(tmp_path / "absent").remove_stale_temporaries(0) == (0, 0)
 
 
 def test_missing_and_damaged_objects_name_the_file(tmp_path):

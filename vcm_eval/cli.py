@@ -109,12 +109,28 @@ def check_dataset_task(cfg: DictConfig, dataset: DetectionDataset) -> str:
     return task
 
 
+def stale_temporaries_age(cfg: DictConfig) -> float | None:
+    """``store.stale_temporaries_s`` as seconds (None: keep temporaries); a bad value is a one-line error."""
+    value = cfg.get("store", {}).get("stale_temporaries_s")
+    if value is None:
+        return None
+    try:
+        age = float(value)
+    except (TypeError, ValueError):
+        age = -1.0
+    if not age >= 0:
+        raise ValueError(f"store.stale_temporaries_s={value!r}: use an age in seconds (3600 is safe while other "
+                         "runs write into the same store), or null to leave unfinished writes' files alone")
+    return age
+
+
 def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     """One sweep of the configured CTC, then every result file; returns what was produced."""
     started = time.perf_counter()
     started_ms = int(time.time() * 1000)  # wall clock, for the MLflow run's start
     out_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.paths.store)
+    stale_age = stale_temporaries_age(cfg)
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()  # before the data set, which may generate pictures: a missing codec stops at once
     dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
@@ -137,6 +153,10 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
                  {s.entry.name: s.entry.rate_points for s in entries}, store.url)
         results = sweep.run()
     sweep_s = time.perf_counter() - sweep_started
+    if stale_age is not None:
+        files, size = store.remove_stale_temporaries(stale_age)
+        if files:
+            log.info("store: removed %d temporary file(s) of writes that never finished (%.1f MB)", files, size / 1e6)
     per_image = pd.DataFrame(results.rows)
     evaluator = dataset.make_evaluator(model.class_names)
     summary = summarize(per_image, results.detections, evaluator)

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,10 @@ def _size_or_zero(path: str) -> int:
         return os.path.getsize(path)
     except FileNotFoundError:
         return 0
+
+
+#: name prefix of a write in progress (renamed onto its key when complete); never read as a result
+TEMP_PREFIX = ".tmp-"
 
 
 class StoreError(RuntimeError):
@@ -108,7 +113,7 @@ class Store:
             return p
         folder = os.path.dirname(p)
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=suffix)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -156,6 +161,40 @@ class Store:
             if os.path.isdir(folder):
                 usage[kind] = sum(_size_or_zero(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
         return usage
+
+    def remove_stale_temporaries(self, older_than_s: float) -> tuple[int, int]:
+        """Delete the temporary files of writes that never finished, unchanged for ``older_than_s`` seconds or
+        more; returns (files, bytes) removed.
+
+        A writer killed between creating its temporary file and renaming it onto the key (a worker killed
+        mid-write) leaves the file behind; it is never read, only takes disk. A write takes seconds, so a
+        temporary an hour old belongs to a dead writer, never to another run writing into the same store. Lists
+        each ``<kind>/<key[:2]>`` folder once and stats only the temporaries. Remote (fsspec) stores write whole
+        objects without temporaries: nothing to do there.
+        """
+        if not self._local or not os.path.isdir(self._root):
+            return 0, 0
+        now = time.time()
+        files = size = 0
+        for kind in os.scandir(self._root):
+            if not kind.is_dir():
+                continue
+            for shard in os.scandir(kind.path):
+                if not shard.is_dir():
+                    continue
+                for entry in os.scandir(shard.path):
+                    if not entry.name.startswith(TEMP_PREFIX):
+                        continue
+                    try:
+                        stat = entry.stat()
+                        if now - stat.st_mtime < older_than_s:
+                            continue
+                        os.unlink(entry.path)
+                    except FileNotFoundError:  # its writer finished (renamed it) or another cleaner was first
+                        continue
+                    files += 1
+                    size += stat.st_size
+        return files, size
 
     def read_bytes(self, kind: str, key: str, suffix: str) -> bytes:
         p = self.path(kind, key, suffix)
