@@ -270,6 +270,16 @@ def test_a_wrong_feature_memory_budget_is_a_clear_error_before_any_work(tmp_path
     with pytest.raises(ValueError, match="store.feature_memory_mb=.*use a size in MB"):
         run(compose_cfg(*overrides(tmp_path, data_root, f"store.feature_memory_mb={value}")), tmp_path / "run")
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))
+    # the planning tool refuses it too, before it builds anything
+    plan = _plan_sweep()
+
+    def too_late(*_args, **_kwargs):
+        raise AssertionError("plan_sweep built an object before it checked the store settings")
+
+    plan.build = too_late
+    args = [a for a in overrides(tmp_path, data_root) if not a.startswith(("executor=", "progress=", "tracking="))]
+    with pytest.raises(ValueError, match="store.feature_memory_mb=.*use a size in MB"):
+        plan.main([*args, f"store.feature_memory_mb={value}", "--sample-images", "1"])
 
 
 @pytest.mark.parametrize("value", ["-1", "soon"])

@@ -41,14 +41,15 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vcm_eval.build import build
-from vcm_eval.cli import CONFIG_DIR, build_entries
+from vcm_eval.build import build, non_negative_setting
+from vcm_eval.cli import CONFIG_DIR, USER_ERRORS, build_entries
 from vcm_eval.codecs.base import VideoCodec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.data.base import DetectionDataset
 from vcm_eval.methods import CodedFeatures, FeatureCodingMethod, ImageCodingMethod
 from vcm_eval.models.base import SplitModel
 from vcm_eval.pipeline import (
+    FEATURE_MEMORY_FIX,
     Retention,
     clayer_arrays,
     detection_record,
@@ -169,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=args.overrides)
+    # the store settings first: a wrong one stops before any picture is measured
+    retention = Retention.of(cfg.get("store"))
+    feature_memory = non_negative_setting(cfg.store.feature_memory_mb, "store.feature_memory_mb",
+                                          FEATURE_MEMORY_FIX) * 2**20
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()
     entries = [s.entry for s in build_entries(cfg)]
@@ -211,8 +216,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{total_mpixel:.0f} Mpixel to encode after sharing identical pictures")
     print(f"projected encoder time: {core_hours:.1f} core-hours ({core_hours / 24:.1f} core-days)")
 
-    retention = Retention.of(cfg.get("store"))
-    feature_memory = float(cfg.store.feature_memory_mb) * 2**20
     figures = report_storage(measured, sample, num_images, retention, args.workers, core_hours, feature_memory)
     if args.json:
         args.json.write_text(json.dumps({
@@ -414,4 +417,8 @@ def _geometry_shape(geometry: dict) -> tuple[int, int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except USER_ERRORS as exc:  # a wrong setting, a missing codec or picture: its message, not a traceback
+        print(f"plan_sweep: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import vcm_eval
-from vcm_eval.build import build
+from vcm_eval.build import build, non_negative_setting
 from vcm_eval.codecs.base import CodecError, VideoCodec
 from vcm_eval.data.base import DetectionDataset, check_task
 from vcm_eval.data.images import ImageReadError
@@ -111,17 +111,12 @@ def check_dataset_task(cfg: DictConfig, dataset: DetectionDataset) -> str:
 
 def stale_temporaries_age(cfg: DictConfig) -> float | None:
     """``store.stale_temporaries_s`` as seconds (None: keep temporaries); a bad value is a one-line error."""
-    value = cfg.get("store", {}).get("stale_temporaries_s")
+    value = cfg.store.get("stale_temporaries_s")
     if value is None:
         return None
-    try:
-        age = float(value)
-    except (TypeError, ValueError):
-        age = -1.0
-    if not age >= 0:
-        raise ValueError(f"store.stale_temporaries_s={value!r}: use an age in seconds (3600 is safe while other "
-                         "runs write into the same store), or null to leave unfinished writes' files alone")
-    return age
+    return non_negative_setting(value, "store.stale_temporaries_s",
+                                "use an age in seconds (3600 is safe while other runs write into the same store), "
+                                "or null to leave unfinished writes' files alone")
 
 
 def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:

@@ -273,6 +273,8 @@ def _nbytes(arrays: Mapping[str, np.ndarray]) -> int:
 
 #: this process's :class:`FeatureMemory` (each worker process has its own; the budget comes with each task).
 _FEATURE_MEMORY = FeatureMemory()
+#: what to set when ``store.feature_memory_mb`` is not a size
+FEATURE_MEMORY_FIX = "use a size in MB, or 0 to read the C-layers from the store for every task"
 
 
 def _feature_memory(rt: Runtime) -> FeatureMemory:
@@ -617,13 +619,9 @@ class Sweep:
                  progress: bool = True, max_worker_restarts: int = 3, model_threads: int = 1,
                  retention: Retention | Mapping[str, Any] | None = None, feature_memory_mb: float = 512.0) -> None:
         self.dataset = dataset
-        try:
-            memory_mb = float(feature_memory_mb)
-        except (TypeError, ValueError):
-            memory_mb = float("nan")
-        if not memory_mb >= 0:  # negative, NaN or not a number
-            raise ValueError(f"store.feature_memory_mb={feature_memory_mb!r}: use a size in MB, or 0 to read the "
-                             "C-layers from the store for every task")
+        from vcm_eval.build import non_negative_setting  # hydra: the driver's import, not the workers'
+
+        memory_mb = non_negative_setting(feature_memory_mb, "store.feature_memory_mb", FEATURE_MEMORY_FIX)
         self.runtime = Runtime(store.url, model_cfg, codec, int(model_threads), memory_mb)
         self.entries = list(entries)
         self.store = store
