@@ -313,8 +313,9 @@ def _stored_half(name: str) -> bool:
 def round_for_storage(net: FusionCodec) -> None:
     """Round the convolution weights to float16 precision in place, ``w <- float32(float16(w))``.
 
-    Done before ``update()`` and before measuring, so the network that is measured, the one the CDF tables
-    were made for and the one that loads from the half-size checkpoint are the same, bit for bit.
+    The training tool does it before it saves and measures a checkpoint, so the network whose held-out
+    figures its JSON records is, bit for bit, the one that loads from the half-size file. (The CDF tables do
+    not depend on these weights: they come from the entropy models, which stay float32.)
     """
     with torch.no_grad():
         for name, param in net.named_parameters():

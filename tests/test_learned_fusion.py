@@ -26,7 +26,6 @@ from proposals.learned_fusion import (
     LearnedFusionError,
     load_checkpoint,
     read_checkpoint_meta,
-    round_for_storage,
 )
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.codecs.lossless import LosslessCodec
@@ -40,16 +39,20 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_CHECKPOINT_BYTES = 5e6
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> Path:
-    """rp0 (lambda 4) and rp1 (lambda 1) of a few iterations, written by tools/train_learned_fusion.py."""
+def _training_tool():
     sys.path.insert(0, str(REPO / "tools"))
     try:
         import train_learned_fusion
     finally:
         sys.path.remove(str(REPO / "tools"))
+    return train_learned_fusion
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    """rp0 (lambda 4) and rp1 (lambda 1) of a few iterations, written by tools/train_learned_fusion.py."""
     out = tmp_path_factory.mktemp("ckpt")
-    rc = train_learned_fusion.main(["--train-pictures", "4", "--base-iterations", "3", "--finetune-iterations", "2",
+    rc = _training_tool().main(["--train-pictures", "4", "--base-iterations", "3", "--finetune-iterations", "2",
                                     "--lambdas", "4", "1", "--batch-size", "2", "--crop", "128", "--eval-pictures",
                                     "1", "--threads", "1", "--log-every", "1", "--out-dir", str(out)])
     assert rc == 0
@@ -208,11 +211,19 @@ def test_checkpoints_store_the_convolutions_as_float16_and_load_the_measured_net
     assert state["trunk.0.weight"].dtype == torch.float16
     assert state["trunk.1.gamma"].dtype == torch.float32
     assert state["entropy_bottleneck.quantiles"].dtype == torch.float32
-    net, _ = load_checkpoint(checkpoints / "rp0.pth")
+    net, meta = load_checkpoint(checkpoints / "rp0.pth")
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    round_for_storage(net)  # what was saved was already rounded: rounding again changes nothing
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    # the tool measured the very network that loads: the same held-out figures, to the last bit
+    tool = _training_tool()
+    model, _ = tool.build_split_model([])
+    args = tool.parse_args(["--train-pictures", "4", "--eval-pictures", "1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the fixture's --threads 1
+    try:
+        again = tool.measure(net, model, tool.model_fpn(model), args, meta["recipe"]["p_map_variances"])
+    finally:
+        torch.set_num_threads(threads)
+    assert (again["bpp"], again["d_p"]) == (meta["held_out"]["bpp"], meta["held_out"]["d_p"])
     # a float32 checkpoint (as shipped before) loads as it is
     old = tmp_path / "old"
     old.mkdir()
