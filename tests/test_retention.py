@@ -282,6 +282,17 @@ def test_a_wrong_feature_memory_budget_is_a_clear_error_before_any_work(tmp_path
         plan.main([*args, f"store.feature_memory_mb={value}", "--sample-images", "1"])
 
 
+def test_a_store_whose_temporaries_cannot_be_cleaned_still_gives_the_report(tmp_path, data_root, reference,
+                                                                             monkeypatch, caplog):
+    def refused(self, older_than_s):
+        raise PermissionError(13, "Permission denied", str(self.url))
+
+    monkeypatch.setattr(Store, "remove_stale_temporaries", refused)
+    outcome = run(compose_cfg(*overrides(tmp_path, data_root)), tmp_path / "run")
+    assert (outcome.out_dir / "summary.csv").exists() and len(outcome.summary) == len(reference[0].summary)
+    assert "could not look for temporaries" in caplog.text
+
+
 @pytest.mark.parametrize("value", ["-1", "soon"])
 def test_a_wrong_temporaries_age_is_a_clear_error_before_any_work(tmp_path, data_root, value):
     with pytest.raises(ValueError, match="store.stale_temporaries_s=.*age in seconds"):

@@ -50,6 +50,21 @@ def test_stale_temporaries_of_unfinished_writes_are_removed_and_nothing_else(tmp
     assert Store(tmp_path / "absent").remove_stale_temporaries(0) == (0, 0)
 
 
+def test_a_temporary_it_may_not_remove_is_left(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    folder = os.path.dirname(store.write_json("detections", "ab12", {"x": 1}))
+    theirs = os.path.join(folder, ".tmp-other-user.json")
+    open(theirs, "wb").close()
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "unlink", refused)
+    assert store.remove_stale_temporaries(0) == (0, 0)
+    monkeypatch.undo()
+    assert os.path.exists(theirs)
+
+
 def test_missing_and_damaged_objects_name_the_file(tmp_path):
     store = Store(tmp_path)
     with pytest.raises(StoreError, match="not in the store"):

@@ -149,9 +149,14 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
         results = sweep.run()
     sweep_s = time.perf_counter() - sweep_started
     if stale_age is not None:
-        files, size = store.remove_stale_temporaries(stale_age)
-        if files:
-            log.info("store: removed %d temporary file(s) of writes that never finished (%.1f MB)", files, size / 1e6)
+        try:
+            files, size = store.remove_stale_temporaries(stale_age)
+        except OSError as exc:  # housekeeping: never worth losing the finished sweep's report over
+            log.warning("store: could not look for temporaries of unfinished writes (%s); results are unaffected", exc)
+        else:
+            if files:
+                log.info("store: removed %d temporary file(s) of writes that never finished (%.1f MB)", files,
+                         size / 1e6)
     per_image = pd.DataFrame(results.rows)
     evaluator = dataset.make_evaluator(model.class_names)
     summary = summarize(per_image, results.detections, evaluator)

@@ -169,8 +169,9 @@ class Store:
         A writer killed between creating its temporary file and renaming it onto the key (a worker killed
         mid-write) leaves the file behind; it is never read, only takes disk. A write takes seconds, so a
         temporary an hour old belongs to a dead writer, never to another run writing into the same store. Lists
-        each ``<kind>/<key[:2]>`` folder once and stats only the temporaries. Remote (fsspec) stores write whole
-        objects without temporaries: nothing to do there.
+        each ``<kind>/<key[:2]>`` folder once and stats only the temporaries; a file it may not remove (another
+        user's, in a shared store) is left. Remote (fsspec) stores write whole objects without temporaries:
+        nothing to do there.
         """
         if not self._local or not os.path.isdir(self._root):
             return 0, 0
@@ -190,7 +191,7 @@ class Store:
                         if now - stat.st_mtime < older_than_s:
                             continue
                         os.unlink(entry.path)
-                    except FileNotFoundError:  # its writer finished (renamed it) or another cleaner was first
+                    except OSError:  # renamed by its writer, removed by another cleaner, or not ours to remove
                         continue
                     files += 1
                     size += stat.st_size
