@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import math
 import time
@@ -62,14 +61,12 @@ from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.evaluation.bitrate import IMAGE_SIZE_SIDE_INFO_BITS, psnr_db
 from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
 from vcm_eval.models.embedded import file_sha256
-from vcm_eval.store import content_key
+from vcm_eval.store import StoreError, content_key
 from vcm_eval.types import SplitFeatures
 
 #: where the shipped checkpoints live (package data, see pyproject.toml)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "learned_fusion"
 TRAIN_TOOL = "python tools/train_learned_fusion.py"
-#: store kind of the bitstreams (the pipeline reads the first level's record from it)
-KIND = "bitstreams"
 LEVELS: tuple[str, ...] = ("c2", "c3", "c4", "c5")
 STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 #: per picture: original size (2 x uint16, as every feature entry), the byte length of the z string (uint32,
@@ -467,15 +464,14 @@ class LearnedFusionEntry(FeatureCodingMethod):
                label: str = "") -> CodedFeatures:
         rate_point = int(rate_point)
         layers = self._check_features(features, rate_point, label)
-        store = coder.store
         codec = self._codec_record(rate_point)
         base = content_key("learned_fusion", codec["checkpoint"], rate_point, list(features.meta.padded_size),
                            *(a.tobytes() for a in layers))
         keys = {"y": content_key(base, "y"), "z": content_key(base, "z")}
-        cached = all(store.exists(KIND, k, ".json") and store.exists(KIND, k, ".bin") for k in keys.values())
+        records = {name: coder.stored_record(key) for name, key in keys.items()}
+        cached = all(record is not None for record in records.values())
         if cached:
-            record = store.read_json(KIND, keys["y"])
-            info, encode_s = record["learned"], 0.0
+            info, encode_s = records["y"]["learned"], 0.0
         else:
             start = time.perf_counter()
             coded = self.coder_for(rate_point).compress(layers)
@@ -487,16 +483,13 @@ class LearnedFusionEntry(FeatureCodingMethod):
             command = [f"proposals.learned_fusion rp{rate_point}", f"lambda={codec['lambda']:g}",
                        f"checkpoint sha256={codec['checkpoint']}"]
             for name, data in (("z", coded.z_string), ("y", coded.y_string)):
-                # The bitstream goes first: a record only ever points at a complete file.
-                store.write_bytes(KIND, keys[name], ".bin", data)
-                store.write_json(KIND, keys[name], {
-                    "num_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "qp": rate_point,
-                    "codec": codec, "command": command, "encode_s": encode_s if name == "y" else 0.0,
-                    "label": f"{label} {name} rp{rate_point}", "learned": info,
-                    "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                records[name] = coder.store_bitstream(keys[name], data, {
+                    "qp": rate_point, "codec": codec, "command": command,
+                    "encode_s": encode_s if name == "y" else 0.0, "label": f"{label} {name} rp{rate_point}",
+                    "learned": info, "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
         levels = {}
         for name in ("y", "z"):
-            num_bytes = int(store.read_json(KIND, keys[name])["num_bytes"])
+            num_bytes = int(records[name]["num_bytes"])
             levels[name] = CodedLevel(
                 level=name, bitstream=keys[name], num_bytes=num_bytes,
                 quant={"crc32_indexes": int(info["crc32_indexes"]), "crc32_symbols": int(info["crc32_symbols"])},
@@ -510,7 +503,7 @@ class LearnedFusionEntry(FeatureCodingMethod):
         """The stored bitstream of ``record``, checked against its size and sha256 by the store's reader."""
         try:
             return coder.read_bitstream(record.bitstream)
-        except (CodecError, OSError, KeyError, ValueError) as exc:  # damaged, or missing files / record
+        except (CodecError, StoreError, OSError, KeyError, ValueError) as exc:  # damaged, or missing files / record
             raise LearnedFusionError(f"{what}: the {record.level} bitstream: {exc}") from exc
 
     def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:

@@ -31,7 +31,8 @@ from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.codecs.lossless import LosslessCodec
 from vcm_eval.data.synthetic import generate_image
 from vcm_eval.models.embedded import build_embedded_model
-from vcm_eval.store import Store
+from vcm_eval.pipeline import unusable_cause
+from vcm_eval.store import Store, encode_record
 
 REPO = Path(__file__).resolve().parents[1]
 #: "a few MB each at most" (issue 14): the default architecture's 2.0 M parameters (convolutions stored as
@@ -123,7 +124,8 @@ from proposals.learned_fusion import LearnedFusionEntry
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.codecs.lossless import LosslessCodec
 from vcm_eval.methods import CodedFeatures
-from vcm_eval.store import Store
+from vcm_eval.pipeline import unusable_cause
+from vcm_eval.store import Store, encode_record
 coded = CodedFeatures.from_dict(json.load(open({str(tmp_path / 'coded.json')!r})))
 entry = LearnedFusionEntry(rate_points=[0], weights_dir={str(checkpoints)!r})
 out = entry.decode(coded, CachedCodec(LosslessCodec(), Store({str(tmp_path / 'store')!r})), label="image 0")
@@ -146,23 +148,23 @@ def test_damaged_bitstreams_are_errors_naming_the_image(checkpoints, features, t
     y_path = Path(store.path("bitstreams", coded.levels["y"].bitstream, ".bin"))
     data = y_path.read_bytes()
     # truncated: caught by the record's size and sha256
+    record_path = Path(store.path("bitstreams", coded.levels["y"].bitstream, ".json"))
+    record = store.read_json("bitstreams", coded.levels["y"].bitstream)
     y_path.write_bytes(data[:-3])
-    with pytest.raises(LearnedFusionError, match=r"image 7 rate point 0 .*truncated or damaged"):
+    with pytest.raises(LearnedFusionError, match=r"image 7 rate point 0 .*truncated or damaged") as info:
         entry.decode(coded, coder, label="image 7")
+    assert unusable_cause(info.value) is not None  # the sweep plans again and re-encodes it
+    assert not y_path.exists() and not record_path.exists()  # set aside, so that it is made again
     # damaged with a matching record (as if it had been written so): caught by the symbols' CRC-32
     bad = bytearray(data)
     bad[len(bad) // 2] ^= 0xFF
     y_path.write_bytes(bytes(bad))
-    record = store.read_json("bitstreams", coded.levels["y"].bitstream)
-
-    record["sha256"] = hashlib.sha256(bytes(bad)).hexdigest()
-    Path(store.path("bitstreams", coded.levels["y"].bitstream, ".json")).write_text(json.dumps(record))
+    record_path.write_bytes(encode_record({**record, "sha256": hashlib.sha256(bytes(bad)).hexdigest()}))
     with pytest.raises(LearnedFusionError, match=r"image 7 rate point 0 .*(symbols|does not decode)"):
         entry.decode(coded, coder, label="image 7")
     # a wrong index checksum (the hyper-synthesis ran differently) is refused before y is decoded
     y_path.write_bytes(data)
-    record["sha256"] = hashlib.sha256(data).hexdigest()
-    Path(store.path("bitstreams", coded.levels["y"].bitstream, ".json")).write_text(json.dumps(record))
+    record_path.write_bytes(encode_record(record))
     coded.levels["y"].quant["crc32_indexes"] ^= 1
     with pytest.raises(LearnedFusionError, match=r"image 7 rate point 0 .*CDF indexes"):
         entry.decode(coded, coder, label="image 7")

@@ -26,6 +26,7 @@ from vcm_eval.data.synthetic import MASKS_FILE, SyntheticDataset, generate_image
 from vcm_eval.evaluation.coco import CocoEvaluator, ground_truth_as_detections
 from vcm_eval.models.base import WeightsError
 from vcm_eval.models.embedded import PACKAGED_MASK_WEIGHTS, build_embedded_model, file_sha256
+from vcm_eval.store import decode_record
 from vcm_eval.types import Detections
 
 STYLE = "natural"
@@ -259,7 +260,7 @@ def test_segmentation_end_to_end_reuses_the_detection_run(tmp_path, data_root):
     new = _stored(tmp_path, "detections") - detections
     assert len(new) == 3 * (1 + 2 + 2)
     assert all(p.read_bytes() == data for p, data in records.items())  # box records untouched, no masks key
-    assert all("masks" not in json.loads(data)["detections"] for data in records.values())
+    assert all("masks" not in json.loads(decode_record(data)[1])["detections"] for data in records.values())
 
     summary = outcome.summary
     coded_rows = summary[summary["qp"].notna()]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from fakes import NoiseCodec
 
-from vcm_eval.codecs import CodecError, LosslessCodec
+from vcm_eval.codecs import LosslessCodec
 from vcm_eval.codecs.cache import KIND, CachedCodec
-from vcm_eval.store import Store, StoreError, content_key
+from vcm_eval.store import Store, StoreError, UnusableObjectError, content_key
 from vcm_eval.types import Frame
 
 
@@ -72,8 +72,9 @@ def test_missing_and_damaged_objects_name_the_file(tmp_path):
     path = store.write_json("k", "ff00", {"x": 1})
     with open(path, "w") as f:
         f.write('{"x": ')
-    with pytest.raises(StoreError, match=r"ff00\.json: damaged JSON"):
+    with pytest.raises(StoreError, match=r"ff00\.json: no checksum header .*moved to .*damaged"):
         store.read_json("k", "ff00")
+    assert not os.path.exists(path)  # set aside, so that its task runs again
 
 
 def _writer(root: str, n: int) -> None:
@@ -114,8 +115,10 @@ def test_truncated_bitstream_in_the_store_is_an_error_naming_it(tmp_path):
     path = store.path(KIND, stored.key, ".bin")
     with open(path, "r+b") as f:
         f.truncate(stored.num_bytes // 2)
-    with pytest.raises(CodecError, match=rf"{stored.key}\.bin: bitstream has \d+ bytes but was written with"):
+    with pytest.raises(UnusableObjectError, match=rf"{stored.key}\.bin: bitstream has \d+ bytes but was written with"):
         coder.decode(stored.key, frame)
+    assert not store.exists(KIND, stored.key, ".bin")  # set aside with its record: the next encode makes it anew
+    assert not coder.encode(frame, 30).from_cache
 
 
 def test_delete_removes_one_object_and_tolerates_a_missing_one(tmp_path):

@@ -109,11 +109,15 @@ def features_at(sample: Sample, split: str) -> list[SplitFeatures]:
 _KEYS = itertools.count()
 
 
-def stored_size(store: Store, kind: str, obj: dict | None = None, arrays: dict | None = None) -> int:
-    """Bytes of one object written as the sweep writes it (a JSON record, or arrays)."""
+def stored_size(store: Store, kind: str, obj: dict | None = None, arrays: dict | None = None,
+                refs: int = 0, refers_to: str = "bitstreams") -> int:
+    """Bytes of one object written as the sweep writes it (a JSON record with ``refs`` references to objects of
+    kind ``refers_to`` in its checksum header, or arrays)."""
     key = f"{next(_KEYS):04d}"
-    path = store.write_json(kind, key, obj) if arrays is None else store.write_arrays(kind, key, arrays)
-    return os.path.getsize(path)
+    if arrays is not None:
+        return os.path.getsize(store.write_arrays(kind, key, arrays))
+    like = [(refers_to, f"{i:064x}", ".json", "0" * 64) for i in range(refs)]  # a key and a sha256 take 64 digits
+    return os.path.getsize(store.write_json(kind, key, obj, refs=like))
 
 
 def project_disk(per_picture: dict[str, float | None], num_images: int,
@@ -363,7 +367,7 @@ def disk_per_picture(sample: Sample, feature_entries: list[FeatureCodingMethod],
     of the CTC, sized on the sample at one QP. Detections need the model: None without it (``--clayers``)."""
     n = len(sample.features)
     clayers = sum(stored_size(sizes, "clayers", arrays=clayer_arrays(f, 0.1)) for f in sample.features) / n
-    coded = sum(stored_size(sizes, "coded", c.to_dict()) * len(e.rate_points) / n
+    coded = sum(stored_size(sizes, "coded", c.to_dict(), refs=len(c.levels)) * len(e.rate_points) / n
                 for e in feature_entries for c in coded_sample[e.name])
     model = sample.model
     if model is None:
@@ -382,14 +386,14 @@ def disk_per_picture(sample: Sample, feature_entries: list[FeatureCodingMethod],
             psnr = topdown_psnr(feats, reconstruction) if entry.split == "c" else {}  # as the sweep's detect task
             record = detection_record(f"{i}", entry.name, c, model.decode(reconstruction), t1 - t0,
                                       time.perf_counter() - t1, psnr)
-            detections += stored_size(sizes, "detections", record) * len(entry.rate_points)
+            detections += stored_size(sizes, "detections", record, refs=1, refers_to="coded") * len(entry.rate_points)
     for entry in image_entries:
         for i, (picture, (decoded_picture, coding)) in enumerate(zip(sample.pictures, decoded[entry.name])):
             t0 = time.perf_counter()
             found = model.detect(decoded_picture)
             record = image_record(f"{i}", entry.name, _middle(entry.rate_points), found, time.perf_counter() - t0,
                                   coding, picture.shape)
-            detections += stored_size(sizes, "detections", record) * len(entry.rate_points)
+            detections += stored_size(sizes, "detections", record, refs=1) * len(entry.rate_points)
     return {"clayers": clayers, "coded": coded, "detections": detections / n}
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -50,7 +51,7 @@ from vcm_eval.executors.base import Executor
 from vcm_eval.features.compensation import top_down_sums
 from vcm_eval.methods import CodedFeatures, CodingEntry, FeatureCodingMethod, ImageCodingMethod
 from vcm_eval.models.base import SplitModel
-from vcm_eval.store import Store, canonical_json, content_key
+from vcm_eval.store import Ref, Store, UnusableObjectError, canonical_json, content_key
 from vcm_eval.types import Detections, SplitFeatures, SplitMeta
 
 log = logging.getLogger(__name__)
@@ -334,8 +335,10 @@ def code_task(rt: Runtime, image_id: str, clayers_key: str, entry: FeatureCoding
     if not store.exists("coded", coded_key, ".json"):
         features, _ = load_features(store, clayers_key, memory)
         features = at_split(rt, features, entry.split)
-        coded = entry.encode(features, qp, rt.coder, label=f"image {image_id} [{entry.name}]")
-        store.write_json("coded", coded_key, coded.to_dict())
+        coder = rt.coder
+        coded = entry.encode(features, qp, coder, label=f"image {image_id} [{entry.name}]")
+        # the record names the bitstreams it was made with: if one goes, the record is made again
+        store.write_json("coded", coded_key, coded.to_dict(), refs=_unique(coder.refs))
     return _timing(start, memory, counters)
 
 
@@ -347,7 +350,8 @@ def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, en
     store, memory = rt.store, _feature_memory(rt)
     counters = (memory.store_reads, memory.memory_hits)
     if not store.exists("detections", detections_key, ".json"):
-        coded = CodedFeatures.from_dict(store.read_json("coded", coded_key))
+        coded_dict, coded_sha = store.read_record("coded", coded_key)
+        coded = CodedFeatures.from_dict(coded_dict)
         t0 = time.perf_counter()
         reconstruction = entry.decode(coded, rt.coder, label=f"image {image_id} [{entry.name}] QP {coded.rate_point}")
         decode_s = time.perf_counter() - t0
@@ -358,8 +362,14 @@ def detect_task(rt: Runtime, image_id: str, clayers_key: str, coded_key: str, en
         # split (P-layers) have none at the receiver, and their per-level PSNR (psnr_<level>) says it all
         psnr = topdown_psnr(load_features(store, clayers_key, memory)[0], reconstruction) if entry.split == "c" else {}
         store.write_json("detections", detections_key, detection_record(
-            image_id, entry.name, coded, detections, decode_s, nn_part_2_s, psnr))
+            image_id, entry.name, coded, detections, decode_s, nn_part_2_s, psnr),
+            refs=[("coded", coded_key, ".json", coded_sha)])
     return _timing(start, memory, counters)
+
+
+def _unique(refs: Iterable[Ref]) -> list[Ref]:
+    """``refs`` without repeats, in order (a bitstream two levels share is one reference)."""
+    return list(dict.fromkeys(refs))
 
 
 def at_split(rt: Runtime, features: SplitFeatures, split: str) -> SplitFeatures:
@@ -376,11 +386,13 @@ def image_task(rt: Runtime, image: ImageRef, entry: ImageCodingMethod, qp: int, 
     store = rt.store
     if not store.exists("detections", detections_key, ".json"):
         picture = read_image(image.path)
-        decoded, record = entry.code(picture, qp, rt.coder, label=f"image {image.image_id} [{entry.name}]")
+        coder = rt.coder
+        decoded, record = entry.code(picture, qp, coder, label=f"image {image.image_id} [{entry.name}]")
         t0 = time.perf_counter()
         detections = rt.task_model().detect(decoded)
         store.write_json("detections", detections_key, image_record(
-            image.image_id, entry.name, qp, detections, time.perf_counter() - t0, record, picture.shape))
+            image.image_id, entry.name, qp, detections, time.perf_counter() - t0, record, picture.shape),
+            refs=_unique(coder.refs))
     return _timing(start)
 
 
@@ -564,16 +576,65 @@ class EntrySpec:
 
 
 class SweepError(RuntimeError):
-    """Some tasks failed; finished work is in the store and a re-run resumes from it."""
+    """Some tasks failed; finished work is in the store and a re-run resumes from it.
 
-    def __init__(self, failures: list[tuple[str, str]], store_url: str) -> None:
+    Attributes:
+        failures: ``(task, why)`` of each failed task.
+        not_run: tasks that were not run because a task they depend on failed.
+        unusable: store paths of the missing or damaged inputs that some of the failures met (set aside, so a
+            new plan recomputes them); when every failure is one of these, the sweep plans again by itself.
+    """
+
+    def __init__(self, failures: list[tuple[str, str]], store_url: str, not_run: int = 0,
+                 unusable: Sequence[str] = ()) -> None:
         self.failures = failures
+        self.not_run = not_run
+        self.unusable = list(unusable)
         lines = "\n".join(f"  - {what}: {why}" for what, why in failures[:20])
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        skipped = f"\n  ({not_run} dependent task(s) not run because of the failures above)" if not_run else ""
         super().__init__(
-            f"{len(failures)} task(s) of the sweep failed:\n{lines}{more}\n"
+            f"{len(failures)} task(s) of the sweep failed:\n{lines}{more}{skipped}\n"
             f"Everything that finished is kept in the store {store_url}; fix the cause and run the same "
             "command again to resume.")
+
+    @property
+    def healable(self) -> bool:
+        """Every failure met a missing or damaged stored input (now set aside): planning again recomputes it."""
+        return bool(self.failures) and len(self.unusable) == len(self.failures)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during the sweep, after the workers were stopped.
+
+    Attributes:
+        finished: tasks of the sweep whose outputs are in the store (counted there, after the workers stopped,
+            so work that finished in a worker but was not yet reported to the driver counts too).
+        total: tasks of the sweep.
+        signum: the signal (SIGINT for Ctrl-C).
+    """
+
+    def __init__(self, finished: int, total: int, store_url: str, signum: int) -> None:
+        super().__init__(f"{finished} of {total} tasks are finished and kept in the store {store_url}")
+        self.finished, self.total, self.store_url, self.signum = finished, total, store_url, signum
+
+    def __reduce__(self):
+        return type(self), (self.finished, self.total, self.store_url, self.signum)
+
+
+#: how often a sweep plans itself again to recompute stored inputs it found missing or damaged while running
+HEAL_PASSES = 3
+
+
+def unusable_cause(exc: BaseException) -> UnusableObjectError | None:
+    """The missing or damaged stored object behind ``exc`` (it may be wrapped by an entry's own error)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UnusableObjectError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @dataclass
@@ -736,12 +797,38 @@ class Sweep:
         import torch
 
         threads = torch.get_num_threads()
+        timings: dict[str, dict] = {}
         try:
-            nodes = self.plan()
-            timings = self._execute(nodes)
-            return self.collect(timings)
+            for attempt in range(1, HEAL_PASSES + 1):
+                try:
+                    timings.update(self._execute(self.plan()))
+                    return self.collect(timings)
+                except (SweepError, UnusableObjectError) as exc:
+                    healable = exc.healable if isinstance(exc, SweepError) else True
+                    if not healable or attempt == HEAL_PASSES:
+                        raise
+                    what = list(dict.fromkeys(exc.unusable if isinstance(exc, SweepError) else [exc.path]))
+                    log.warning("%d stored object(s) were missing or damaged (%s); planning the sweep again to "
+                                "recompute them", len(what), ", ".join(what[:3]) + (" ..." if len(what) > 3 else ""))
+            raise AssertionError("unreachable")  # pragma: no cover
         finally:
             torch.set_num_threads(threads)
+
+    def usable(self, obj: Obj, checked: dict | None = None) -> bool:
+        """Whether a stored output can be used as it is (:meth:`Store.check`); an unusable one is set aside, so
+        that its task runs again, and named in the log."""
+        problem = self.store.check(*obj, _checked=checked)
+        if problem is None:
+            return True
+        if self.store.exists(*obj):
+            where = self.store.set_aside(*obj)
+            log.warning("store: %s; %s, recomputing it", problem,
+                        f"moved to {where}" if where and not where.startswith("!") else "it stays where it is")
+            if where and where.startswith("!"):
+                raise UnusableObjectError(f"{problem}; it could not be moved aside ({where[1:]}): delete "
+                                          f"{self.store.path(*obj)} and run again to recompute it",
+                                          self.store.path(*obj))
+        return False
 
     def _execute(self, nodes: list[Node]) -> dict[str, dict]:
         """Run the nodes whose outputs are not stored yet, each as soon as its dependencies are done.
@@ -749,7 +836,10 @@ class Sweep:
         Bookkeeping is per event (a finished task looks at its own dependents only), so the driver's
         work grows linearly with the sweep. Returns this invocation's task timings by node key.
         """
-        done = finished_nodes(nodes, lambda obj: self.store.exists(*obj))
+        checked: dict = {}
+        started = time.perf_counter()
+        done = finished_nodes(nodes, lambda obj: self.usable(obj, checked))
+        log.debug("checked %d stored objects in %.1f s", len(checked), time.perf_counter() - started)
         todo = [n for n in nodes if n.key not in done]
         timings: dict[str, dict] = {}
         tracker = None
@@ -772,6 +862,7 @@ class Sweep:
         in_flight: dict[Any, tuple[Node, float]] = {}
         held: list[Node] = []  # ready, but not submitted after a failure under fail_fast
         failures: list[tuple[str, str]] = []
+        unusable: list[str] = []
         skipped: set[str] = set()
         restarts = 0
         deleted = 0
@@ -829,6 +920,9 @@ class Sweep:
                             submit(again)
                         continue
                     failures.append((node.describe, f"{type(exc).__name__}: {exc}"))
+                    cause = unusable_cause(exc)
+                    if cause is not None:
+                        unusable.append(cause.path)
                     log.error("%s failed: %s", node.describe, exc)
                     lost = skip_dependents(node.key)
                     bar.update(1 + len(lost))
@@ -848,11 +942,12 @@ class Sweep:
                     if unmet[dependent.key] == 0 and not (tracker and tracker.defer(dependent)):
                         submit(dependent)
                 resolve(node, ok=True)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             bar.close()
-            log.error("interrupted: %d tasks of this run finished and are kept in %s; run the same command again "
-                      "to resume", len(timings), self.store.url)
-            raise
+            self.executor.terminate()  # before counting: what the workers finished meanwhile is in the store
+            finished = finished_nodes(nodes, lambda obj: self.store.exists(*obj))
+            raise SweepInterrupted(len(finished), len(nodes), self.store.url,
+                                   getattr(exc, "signum", signal.SIGINT)) from exc
         bar.close()
         _log_clayer_loads(timings)
         if deleted:
@@ -863,9 +958,7 @@ class Sweep:
         if failures:
             not_run = (len(skipped) + len(held) + waiting
                        + sum(len(dependents.get(n.key, [])) for n in [*held, *(tracker.waiting if tracker else [])]))
-            if not_run:
-                failures.append(("dependent tasks", f"{not_run} task(s) not run because of the failures above"))
-            raise SweepError(failures, self.store.url)
+            raise SweepError(failures, self.store.url, not_run=not_run, unusable=unusable)
         return timings
 
     def _delete(self, objects: Iterable[Obj], why: str = "") -> int:

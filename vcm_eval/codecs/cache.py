@@ -4,22 +4,25 @@ The key of a coded picture is ``sha256(codec identity, QP, frame geometry, sampl
 identical encodes are done once: the anchor and the compensation proposal share the coarsest
 level (which both code unchanged), and a re-run, on any executor, reuses every finished picture.
 Each bitstream is stored with a JSON record (size, sha256, command, encoder time); reading back
-checks size and hash, so a truncated or damaged file is reported rather than decoded into garbage.
+checks size and hash, so a truncated or damaged file is set aside and made again rather than decoded
+into garbage.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from vcm_eval.codecs.base import CodecError, FrameSpec, VideoCodec
-from vcm_eval.store import Store, content_key
+from vcm_eval.codecs.base import FrameSpec, VideoCodec
+from vcm_eval.store import Ref, Store, UnusableObjectError, content_key, sha256_hex
 from vcm_eval.types import CodedPicture, Frame
 
 KIND = "bitstreams"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,6 +52,10 @@ def frame_key(codec_identity: dict, qp: int, frame: Frame) -> str:
 class CachedCodec:
     """A codec plus the store its bitstreams live in; what entries code pictures with.
 
+    Every bitstream this object encodes or finds in the store is remembered in :attr:`refs` (its record's
+    store reference), so the task that coded with it can record what its result depends on: a coded
+    record whose bitstreams are gone or changed is then recomputed instead of read (:meth:`Store.check`).
+
     Args:
         codec: the picture codec.
         store: where bitstreams are kept.
@@ -58,6 +65,7 @@ class CachedCodec:
         self.codec = codec
         self.store = store
         self._identity: dict | None = None
+        self.refs: list[Ref] = []
 
     @property
     def name(self) -> str:
@@ -68,19 +76,52 @@ class CachedCodec:
             self._identity = self.codec.identity()
         return self._identity
 
+    def stored_record(self, key: str) -> dict | None:
+        """The record of bitstream ``key`` when it and its bytes are in the store and intact, else None (a
+        damaged pair is moved aside, so that it is made again); remembered in :attr:`refs`."""
+        if not self.store.exists(KIND, key, ".json"):
+            return None
+        try:
+            record, sha = self.store.read_record(KIND, key)
+            data = self.store.read_bytes(KIND, key, ".bin")
+        except UnusableObjectError as exc:  # the record was damaged (and set aside), or its bytes are gone
+            self.store.set_aside(KIND, key, ".bin")
+            log.warning("bitstream cache: %s; coding the picture again", exc)
+            return None
+        if len(data) != record.get("num_bytes") or sha256_hex(data) != record.get("sha256"):
+            for suffix in (".json", ".bin"):
+                self.store.set_aside(KIND, key, suffix)
+            log.warning("bitstream cache: %s does not match its record (damaged); set aside, coding the picture "
+                        "again", self.store.path(KIND, key, ".bin"))
+            return None
+        self.refs.append((KIND, key, ".json", sha))
+        return record
+
+    def store_bitstream(self, key: str, data: bytes, record: dict) -> dict:
+        """Keep ``data`` under ``key`` with its record (``num_bytes`` and ``sha256`` are added), bitstream first,
+        so that a record only ever points at a complete file; returns the stored record.
+
+        For entries that make their own bitstreams (a learned codec); :meth:`encode` uses it for the codec's.
+        Where another writer was first, its (equal) bitstream and record are the ones kept and returned.
+        """
+        if self.store.exists(KIND, key, ".bin") and not self.store.exists(KIND, key, ".json"):
+            self.store.set_aside(KIND, key, ".bin")  # an orphan (its record was lost): not ours to trust
+        self.store.write_bytes(KIND, key, ".bin", data)
+        stored = self.store.read_bytes(KIND, key, ".bin")  # what is under the name now, ours or the first writer's
+        record = {**record, "num_bytes": len(stored), "sha256": sha256_hex(stored)}
+        ref = self.store.put_record(KIND, key, record)
+        self.refs.append(ref)
+        return record
+
     def encode(self, frame: Frame, qp: int, *, label: str = "") -> StoredPicture:
         """Code ``frame`` at ``qp`` unless the store already holds that bitstream."""
         key = frame_key(self.identity(), qp, frame)
-        if self.store.exists(KIND, key, ".json") and self.store.exists(KIND, key, ".bin"):
-            record = self.store.read_json(KIND, key)
+        record = self.stored_record(key)
+        if record is not None:
             return StoredPicture(key, record["num_bytes"], record["encode_s"], True, record.get("command"),
                                  record.get("codec", {}))
         coded: CodedPicture = self.codec.encode(frame, qp, label=label)
-        # The bitstream goes first: a record only ever points at a complete file.
-        self.store.write_bytes(KIND, key, ".bin", coded.bitstream)
-        record = {
-            "num_bytes": len(coded.bitstream),
-            "sha256": hashlib.sha256(coded.bitstream).hexdigest(),
+        record = self.store_bitstream(key, coded.bitstream, {
             "qp": int(qp),
             "frame": FrameSpec.of(frame).to_dict(),
             "codec": coded.codec or self.identity(),
@@ -88,18 +129,26 @@ class CachedCodec:
             "encode_s": coded.encode_s,
             "label": label,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        self.store.write_json(KIND, key, record)
-        return StoredPicture(key, len(coded.bitstream), coded.encode_s, False, coded.command, record["codec"])
+        })
+        return StoredPicture(key, record["num_bytes"], coded.encode_s, False, coded.command, record["codec"])
 
     def read_bitstream(self, key: str) -> bytes:
-        """The bitstream of ``key``, checked against its record (size and sha256)."""
+        """The bitstream of ``key``, checked against its record (size and sha256).
+
+        Raises:
+            UnusableObjectError: the bitstream or its record is missing or damaged (a damaged pair is moved
+                aside, so planning the sweep again makes it anew), naming the file.
+        """
         record = self.store.read_json(KIND, key)
         data = self.store.read_bytes(KIND, key, ".bin")
-        if len(data) != record["num_bytes"] or hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise CodecError(
-                f"{self.store.path(KIND, key, '.bin')}: bitstream has {len(data)} bytes but was written with "
-                f"{record['num_bytes']} (truncated or damaged); delete it and its .json to re-encode")
+        if len(data) != record["num_bytes"] or sha256_hex(data) != record["sha256"]:
+            path = self.store.path(KIND, key, ".bin")
+            self.store.set_aside(KIND, key, ".json")
+            where = self.store.set_aside(KIND, key, ".bin")
+            raise UnusableObjectError(
+                f"{path}: bitstream has {len(data)} bytes but was written with {record['num_bytes']} bytes of "
+                f"another sha256 (truncated or damaged); {'moved to ' + where + ', ' if where else ''}"
+                "run again to re-encode it", path)
         return data
 
     def decode(self, key: str, like: Frame | FrameSpec, *, label: str = "") -> tuple[Frame, float]:

@@ -48,11 +48,20 @@ class Executor(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
+    def terminate(self) -> None:
+        """Stop now: end running tasks and their workers (an interrupted sweep), rather than waiting for them as
+        :meth:`close` does. Finished tasks' outputs are in the store, and a killed task leaves at most a temporary
+        file there. Executors without workers of their own only need :meth:`close`."""
+        self.close()
+
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.terminate()  # Ctrl-C or SIGTERM: waiting for running tasks would keep their workers for minutes
+        else:
+            self.close()
 
 
 class LocalExecutor(Executor):

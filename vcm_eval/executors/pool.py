@@ -12,13 +12,25 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import queue
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
 from vcm_eval.executors.base import Executor
 
+#: how long :meth:`PoolExecutor.terminate` lets a worker end its task (killing its encoder) before SIGKILL
+TERMINATE_GRACE_S = 5.0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # an exception, not the default sudden death: the running task unwinds, and an external encoder it
+    # started in a session of its own is killed on the way (vcm_eval.codecs.external.run_logged)
+    raise SystemExit(128 + signum)
+
 
 def _init_worker(threads: int) -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
         import torch
@@ -72,3 +84,24 @@ class PoolExecutor(Executor):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def terminate(self) -> None:
+        """End every worker now: SIGTERM (the task unwinds and kills its encoder), SIGKILL after
+        :data:`TERMINATE_GRACE_S` for one that does not end."""
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())  # shutdown() forgets them
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        start = time.monotonic()
+        signalled = 0
+        while any(proc.is_alive() for proc in procs) and time.monotonic() - start < TERMINATE_GRACE_S:
+            # the first SIGTERM ends the running task (its handler raises SystemExit there); the pool's worker
+            # loop survives that, so a second one, a moment later, ends the idle worker
+            if signalled < 2 and time.monotonic() - start >= signalled * 0.5:
+                for proc in procs:
+                    if proc.is_alive():
+                        proc.terminate()
+                signalled += 1
+            time.sleep(0.05)
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
