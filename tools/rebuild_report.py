@@ -5,18 +5,21 @@
     python tools/rebuild_report.py outputs/runs/2026-11-26_08-21-18 --out /tmp/report
     python tools/rebuild_report.py --mlflow-run 3ebd89d3... --out /tmp/report [--tracking-uri sqlite:///mlflow.db]
 
-Uses the run's per_image.csv, summary.csv and report_meta.json (all logged to MLflow as artifacts).
+Uses the run's per_image.csv, summary.csv and report_meta.json (all logged to MLflow as artifacts), after
+checking them (vcm_eval.reporting.report.load_run_tables): a damaged or incomplete file is one line naming it
+and what to do, with exit status 1, never a report with results missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from vcm_eval.reporting.report import load_run_tables, write_reports
+from vcm_eval.reporting.report import RERUN_FIX, ReportFilesError, load_run_tables, write_reports
 
 NEEDED = ("per_image.csv", "summary.csv", "report_meta.json")
 
@@ -34,6 +37,8 @@ def fetch_mlflow_run(run_id: str, tracking_uri: str | None, into: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Rebuild the report files; 0 when written, 1 with a one-line error (the file and what to do) otherwise."""
+    logging.basicConfig(format="rebuild_report: %(levelname)s: %(message)s")  # warnings: an older run folder's, say
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", nargs="?", type=Path, help="a finished run folder")
     parser.add_argument("--mlflow-run", help="an MLflow run id of vcm_eval (the parent run of a sweep)")
@@ -51,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             per_image, summary, meta = load_run_tables(source)
             out.mkdir(parents=True, exist_ok=True)
             files, _ = write_reports(out, per_image, summary, meta)
+    except ReportFilesError as exc:
+        if args.mlflow_run:  # the files were downloaded to a temporary folder: name the MLflow run instead
+            exc = ReportFilesError(str(exc.path).replace(str(source), f"MLflow run {args.mlflow_run}"), exc.problem,
+                                   RERUN_FIX)
+        print(f"rebuild_report: error: {exc}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, OSError, ValueError) as exc:
         print(f"rebuild_report: error: {exc}", file=sys.stderr)
         return 1

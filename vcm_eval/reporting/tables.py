@@ -29,16 +29,28 @@ def ctc_result_frame(summary: pd.DataFrame, entry: str, dataset: str, metric: st
     return frame.reset_index(drop=True)
 
 
-def write_tables(out_dir: Path, per_image: pd.DataFrame, summary: pd.DataFrame, bd: pd.DataFrame, *,
-                 dataset: str, metric: str) -> dict[str, Path]:
-    """Write ``per_image.csv``, ``summary.csv``, ``bd.csv`` and ``ctc/<entry>/final_<dataset>.csv``.
+def write_run_tables(out_dir: Path, per_image: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Path]:
+    """Write ``per_image.csv`` and ``summary.csv``, the tables every other report file is computed from.
+
+    Written on their own, before anything computed from them, so that a failure later in the report (a full
+    disk while the spreadsheet is written) still leaves what ``tools/rebuild_report.py`` needs.
+    Returns the written paths by short name.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"per_image": out_dir / "per_image.csv", "summary": out_dir / "summary.csv"}
+    per_image.to_csv(paths["per_image"], index=False)
+    summary.to_csv(paths["summary"], index=False)
+    return paths
+
+
+def write_result_tables(out_dir: Path, summary: pd.DataFrame, bd: pd.DataFrame, *, dataset: str,
+                        metric: str) -> dict[str, Path]:
+    """Write ``bd.csv`` and ``ctc/<entry>/final_<dataset>.csv``, the CSVs computed from ``summary``.
 
     Returns the written paths by short name.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"per_image": out_dir / "per_image.csv", "summary": out_dir / "summary.csv", "bd": out_dir / "bd.csv"}
-    per_image.to_csv(paths["per_image"], index=False)
-    summary.to_csv(paths["summary"], index=False)
+    paths = {"bd": out_dir / "bd.csv"}
     bd.to_csv(paths["bd"], index=False)
     for entry in summary.loc[summary["qp"].notna(), "entry"].unique():
         path = out_dir / "ctc" / entry / f"final_{dataset}.csv"
