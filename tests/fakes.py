@@ -126,3 +126,22 @@ class KillingCodec(NoiseCodec):
 def encoded_frames(folder: str | Path) -> list[str]:
     """Content digests of the frames a :class:`KillingCodec` finished coding into ``folder`` (repeats kept)."""
     return [p.name.split("-")[1] for p in Path(folder).glob("encoded-*")]
+
+
+class InterruptingCodec(NoiseCodec):
+    """A NoiseCodec that raises KeyboardInterrupt (as Ctrl-C does) in its ``after``-th encode of this process."""
+
+    name = "interrupting"
+
+    def __init__(self, after: int, amplitude: int = 8) -> None:
+        super().__init__(amplitude)
+        self.after = after
+
+    def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
+        if self.calls + 1 == self.after:
+            self.calls += 1
+            raise KeyboardInterrupt
+        return super().encode(frame, qp, label=label)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": NoiseCodec.name, "amplitude": self.amplitude}  # same bitstreams as NoiseCodec

@@ -10,6 +10,7 @@ import datetime
 import json
 import logging
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -31,11 +32,14 @@ from vcm_eval.evaluation.summary import format_bd, summarize
 from vcm_eval.executors.base import Executor
 from vcm_eval.methods import CodingEntry
 from vcm_eval.models.base import WeightsError
-from vcm_eval.pipeline import EntrySpec, Sweep, SweepError
+from vcm_eval.pipeline import EntrySpec, Sweep, SweepError, SweepInterrupted
 from vcm_eval.reporting.report import METRIC_LABELS, ReportMeta, metric_columns, write_reports
+from vcm_eval.run_folders import register_resolvers
 from vcm_eval.store import Store, StoreError
 
 log = logging.getLogger("vcm_eval")
+
+register_resolvers()  # conf/config.yaml names run folders with ${vcm_eval.unique_dir:...}
 
 #: conf/ at the top of the checkout (an absolute path: `python -m` would make Hydra read a relative one
 #: as a package path).
@@ -44,6 +48,20 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 #: errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (SweepError, CodecError, WeightsError, ImageReadError, StoreError, FileNotFoundError, ValueError,
                TypeError)
+
+
+class ReportWriteError(OSError):
+    """A result file of the run could not be written (a full disk, a read-only folder); names the path."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's cancel, ``kill``): handled as Ctrl-C is, with the exit status 128 + 15."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 @dataclass
@@ -162,7 +180,6 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     summary = summarize(per_image, results.detections, evaluator)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     provenance = {
         "vcm_eval": vcm_eval.__version__, "git": _git_sha(), "python": platform.python_version(),
         "host": platform.node(), "codec": sweep.runtime.coder.identity(), "model": model.identity(),
@@ -182,33 +199,56 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
                       bd_min_points=int(cfg.bd.min_points), bd_min_overlap=float(cfg.bd.min_overlap),
                       bd_saturation_tolerance=float(cfg.bd.get("saturation_tolerance", 0.0)),
                       finished=provenance["finished"], config=config_flat)
-    files, bd = write_reports(out_dir, per_image, summary, meta)
-    files["provenance"] = out_dir / "provenance.json"
-    files["provenance"].write_text(json.dumps(provenance, indent=1, default=str))
+    try:
+        (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        files, bd = write_reports(out_dir, per_image, summary, meta)
+        files["provenance"] = out_dir / "provenance.json"
+        files["provenance"].write_text(json.dumps(provenance, indent=1, default=str))
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise ReportWriteError(
+            f"{where}: cannot write the run's result files ({exc.strerror or exc}); the sweep's results are "
+            f"complete in the store {store.url}: free space (or choose paths.output_root elsewhere) and run the same "
+            "command again, which recomputes nothing, or rebuild this folder with "
+            f"`python tools/rebuild_report.py {out_dir}` once its CSVs are written") from exc
     files["resolved_config"] = out_dir / "resolved_config.yaml"
     metric = evaluator.headline
     columns = metric_columns(summary)
 
     run_id = None
     if cfg.tracking.get("enabled", False):
-        from vcm_eval.reporting.mlflow_sink import log_run
+        from vcm_eval.reporting.mlflow_sink import parent_run_name, run_tags
 
-        tags = {"git_sha": provenance["git"], "codec": codec.name, "model": model.name, "dataset": dataset.name,
-                "ctc": str(cfg.ctc.name), "task": task,
-                "weights_sha256": str(model.identity().get("weights_sha256", "")),
-                "codec_version": str(sweep.runtime.coder.identity().get("version", ""))}
-        run_name = "+".join(meta.entries) + f"@{cfg.ctc.name}"
-        run_id = log_run(tracking_uri=str(cfg.tracking.tracking_uri), experiment=str(cfg.tracking.experiment),
-                         run_name=run_name, params=config_flat, tags=tags, summary=summary, bd=bd,
-                         metric_columns=columns, artifact_dir=out_dir,
-                         artifact_location=cfg.tracking.get("artifact_location"),
-                         start_time_ms=started_ms, end_time_ms=finished_ms)
+        tags = run_tags(provenance, codec=codec.name, model=model.name, dataset=dataset.name, ctc=str(cfg.ctc.name),
+                        task=task)
+        run_id = track(cfg, run_name=parent_run_name(meta.entries, meta.ctc), params=config_flat, tags=tags,
+                       summary=summary, bd=bd, metric_columns=columns, artifact_dir=out_dir,
+                       start_time_ms=started_ms, end_time_ms=finished_ms)
     outcome = RunOutcome(out_dir, summary, bd, per_image, files, run_id)
     print_report(outcome, metric, cfg)
     warning = sweep.runtime.coder.identity().get("version_warning")
     if warning:
         print(f"WARNING: {warning} (recorded in provenance.json and the config sheet)", flush=True)
     return outcome
+
+
+def track(cfg: DictConfig, **run: Any) -> str | None:
+    """Log the run to the configured MLflow store; returns its id, or None (with a one-line warning) when the
+    tracking store fails: the run's files are written by then and stay the result of record."""
+    from vcm_eval.reporting.mlflow_sink import log_run
+
+    uri = str(cfg.tracking.tracking_uri)
+    try:
+        return log_run(tracking_uri=uri, experiment=str(cfg.tracking.experiment),
+                       artifact_location=cfg.tracking.get("artifact_location"), **run)
+    except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and alembic raise their own types
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        message = (f"MLflow tracking failed for {uri} ({type(exc).__name__}: {first}); the run's files in "
+                   f"{run['artifact_dir']} are complete. Log them later with `python tools/log_run.py "
+                   f"{run['artifact_dir']}`, or run with tracking=none")
+        log.warning("%s", message)
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+        return None
 
 
 def print_report(outcome: RunOutcome, metric: str, cfg: DictConfig) -> None:
@@ -259,16 +299,24 @@ def _log_to_files_only(level: int, msg: str, *args: object) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         run(cfg, out_dir)
-    except USER_ERRORS as exc:
+    except USER_ERRORS + (ReportWriteError,) as exc:
         _log_to_files_only(logging.ERROR, "%s", exc)
         print(f"\nvcm_eval: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("\nvcm_eval: interrupted; finished work is kept in the store, run the same command to resume",
-              file=sys.stderr, flush=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        kept = (str(exc) if isinstance(exc, SweepInterrupted)
+                else f"finished work is kept in the store {cfg.paths.store}")
+        message = f"vcm_eval: {how}; {kept}; run the same command to resume"
+        _log_to_files_only(logging.ERROR, "%s", message)
+        print(f"\n{message}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,15 @@ against QP. Only the driver process logs; workers never touch the tracking store
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,6 +45,51 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
+def run_tags(provenance: Mapping[str, Any], *, codec: str, model: str, dataset: str, ctc: str,
+             task: str) -> dict[str, str]:
+    """The tags of a run's parent MLflow run: what ran it (names, git commit, weights and codec version)."""
+    return {"git_sha": str(provenance.get("git", "unknown")), "codec": codec, "model": model, "dataset": dataset,
+            "ctc": ctc, "task": task,
+            "weights_sha256": str((provenance.get("model") or {}).get("weights_sha256", "")),
+            "codec_version": str((provenance.get("codec") or {}).get("version", ""))}
+
+
+def parent_run_name(entries: list[str], ctc: str) -> str:
+    """``c_layer+image+compensation@embedded``: the entries compared, and the CTC."""
+    return "+".join(entries) + f"@{ctc}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return Path(tracking_uri[len(prefix):].split("?", 1)[0]).expanduser()
+
+
+@contextlib.contextmanager
+def tracking_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<database>.lock`` while this process writes into a SQLite tracking store.
+
+    MLflow creates a new SQLite store's tables with alembic migrations on first use; two drivers doing that at
+    once collide (``table _alembic_tmp_tags already exists``) and leave the database half-migrated, failing
+    every later run. SQLite also serialises writers by itself only within its busy timeout. One lock around
+    the whole logging of a run makes the first driver create the store and the others wait their turn (logging
+    takes seconds). Other stores (an MLflow server, a file store) serialise writers themselves.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, str],
             tags: Mapping[str, str], summary: pd.DataFrame, bd: pd.DataFrame, metric_columns: list[str],
             artifact_dir: Path, artifact_location: str | None = None, start_time_ms: int | None = None,
@@ -51,6 +100,16 @@ def log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mappin
     sweep, given to the parent run and every nested run, so MLflow shows how long the sweep took rather
     than how long logging took; each defaults to the time of logging.
     """
+    with tracking_lock(tracking_uri):
+        return _log_run(tracking_uri=tracking_uri, experiment=experiment, run_name=run_name, params=params,
+                        tags=tags, summary=summary, bd=bd, metric_columns=metric_columns, artifact_dir=artifact_dir,
+                        artifact_location=artifact_location, start_time_ms=start_time_ms, end_time_ms=end_time_ms)
+
+
+def _log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, str],
+             tags: Mapping[str, str], summary: pd.DataFrame, bd: pd.DataFrame, metric_columns: list[str],
+             artifact_dir: Path, artifact_location: str | None, start_time_ms: int | None,
+             end_time_ms: int | None) -> str:
     import mlflow
     from mlflow.entities import Metric, Param, RunStatus
 
