@@ -395,6 +395,8 @@ class LearnedFusionEntry(FeatureCodingMethod):
     The entry's identity (part of every cache key) holds the sha256 of every checkpoint in the folder.
     """
 
+    codec_qps = False  # rate points index the trained checkpoints, not QPs of the CTC's codec
+
     def __init__(self, *, name: str = "learned_fusion", rate_points: Sequence[int], bit_depth: int = 10,
                  weights_dir: str | None = None) -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)

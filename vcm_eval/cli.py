@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import vcm_eval
 from vcm_eval.build import build, non_negative_setting
 from vcm_eval.codecs.base import CodecError, VideoCodec
+from vcm_eval.config_checks import check_config, check_rate_points
 from vcm_eval.data.base import DetectionDataset, check_task
 from vcm_eval.data.images import ImageReadError
 from vcm_eval.evaluation.summary import format_bd, summarize
@@ -141,14 +142,16 @@ def run(cfg: DictConfig, out_dir: Path) -> RunOutcome:
     """One sweep of the configured CTC, then every result file; returns what was produced."""
     started = time.perf_counter()
     started_ms = int(time.time() * 1000)  # wall clock, for the MLflow run's start
+    check_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.paths.store)
     stale_age = stale_temporaries_age(cfg)
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()  # before the data set, which may generate pictures: a missing codec stops at once
+    entries = build_entries(cfg)
+    check_rate_points([spec.entry for spec in entries], codec)
     dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
     task = check_dataset_task(cfg, dataset)
-    entries = build_entries(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     sweep_started = time.perf_counter()
     executor = build(cfg.executor, expect=Executor, what="executor")

@@ -112,6 +112,9 @@ class CodingEntry(abc.ABC):
     """
 
     input: ClassVar[str] = "features"
+    #: whether the rate points are QPs of the CTC's codec (checked against its range before any work); False for
+    #: entries whose rate points index their own codec (the learned entry's checkpoints)
+    codec_qps: ClassVar[bool] = True
 
     def __init__(self, *, name: str, rate_points: Sequence[int], bit_depth: int = 10) -> None:
         if not rate_points:

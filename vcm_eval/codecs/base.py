@@ -29,6 +29,8 @@ class VideoCodec(abc.ABC):
 
     #: short name used in configs, results tables and cache keys.
     name: str = "codec"
+    #: the QPs the codec accepts (inclusive), checked against every entry's rate points before any work; None: any
+    qp_range: tuple[int, int] | None = None
 
     @abc.abstractmethod
     def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:

@@ -219,6 +219,8 @@ class ExternalCodec(VideoCodec):
         extra_options: further encoder arguments, appended last (so they override); part of the identity.
     """
 
+    qp_range = (0, 63)  # VVC
+
     #: Annex-B format name of the stream for PyAV (``vvc`` or ``hevc``).
     annexb_format: str = "vvc"
     #: regex with one group (the version) matched against the encoder's probe output.

@@ -86,6 +86,7 @@ class X265Codec(VideoCodec):
     """
 
     name = "x265"
+    qp_range = (0, 51)
 
     def __init__(self, preset: str = "medium", extra_params: str = "") -> None:
         self.preset = preset
