@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
 from vcm_eval.cli import CONFIG_DIR, build_entries, run
+from vcm_eval.codecs.base import CodecError
 from vcm_eval.codecs.x265 import X265Codec
 from vcm_eval.config_checks import ConfigError, check_config, check_rate_points
 from vcm_eval.pipeline import SweepError
+from vcm_eval.types import Frame
 
 
 def compose_cfg(*overrides: str):
@@ -41,6 +46,35 @@ def test_a_wrong_value_names_its_key_and_the_fix(override, key, fix):
         check_config(compose_cfg(override))
     message = str(info.value)
     assert message.startswith(key + ":") and fix in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("anchor.c_layer.rate_points=${ctc.qps.nope}", "anchor.c_layer.rate_points"),
+    ("ctc.qps.image=[39,${nope}]", "ctc.qps.image"),
+])
+def test_an_interpolation_that_fails_names_its_key(override, key):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: cannot be resolved \(InterpolationKeyError"):
+        check_config(compose_cfg(override))
+
+
+def test_qp_offsets_of_the_wrong_type_name_the_entry_key():
+    with pytest.raises(ConfigError, match=r"^anchor\.c_layer\.qp_offsets=\{'c5': 'abc'\}: use whole-number QP offsets"):
+        check_config(compose_cfg("+anchor.c_layer.qp_offsets={c5:abc}"))
+    check_config(compose_cfg("+anchor.c_layer.qp_offsets={c5:-3}"))
+
+
+def test_encode_refuses_a_qp_with_the_range_the_checks_read():
+    picture = Frame.gray(np.full((64, 64), 512, np.uint16))
+    with pytest.raises(CodecError, match=r"^x265: QP 52 of img1 is outside 0\.\.51$"):
+        X265Codec().encode(picture, 52, label="img1")
+
+    class Narrow(X265Codec):
+        qp_range = (30, 40)
+
+    with pytest.raises(CodecError, match=r"outside 30\.\.40"):
+        Narrow().encode(picture, 41)
+    with pytest.raises(ConfigError, match=r"outside x265's range 30\.\.40"):
+        check_rate_points([spec.entry for spec in build_entries(compose_cfg("anchor=[c_layer]"))], Narrow())
 
 
 def test_a_qp_outside_the_codec_range_is_refused_before_any_work(tmp_path):

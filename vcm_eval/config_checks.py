@@ -22,13 +22,22 @@ _MISSING = object()
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
+    """``key``'s value after interpolation, as plain Python; an interpolation that fails, in the value or in an
+    element of it (``[36, ${nope}]``), is a ConfigError naming ``key``."""
     try:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=True)
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{key}: cannot be resolved ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def _names(cfg: DictConfig, key: str) -> list[str]:
+    """The keys of the mapping at ``key``, read without resolving its values: each value is checked under its own
+    key, so that a failing interpolation is named there and not as the whole group."""
+    node = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+    return [str(name) for name in node] if isinstance(node, DictConfig) else []
 
 
 def _whole(value: Any) -> bool:
@@ -49,6 +58,10 @@ def _qp_list(value: Any) -> bool:
     return isinstance(value, list) and all(_whole(v) for v in value)
 
 
+def _offsets(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and all(_whole(v) for v in value.values()))
+
+
 def _fraction(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
@@ -60,10 +73,8 @@ def check_config(cfg: DictConfig) -> None:
         ConfigError: one line naming the key, its value and what to set instead.
     """
     _check(cfg, "ctc.num_images", _positive_or_null, "use a whole number of pictures (or null for the whole set)")
-    qps = _value(cfg, "ctc.qps")
-    if isinstance(qps, dict):
-        for name in qps:
-            _check(cfg, f"ctc.qps.{name}", _qp_list, "use a list of whole-number QPs, e.g. [32,37,42]")
+    for name in _names(cfg, "ctc.qps"):
+        _check(cfg, f"ctc.qps.{name}", _qp_list, "use a list of whole-number QPs, e.g. [32,37,42]")
     _check(cfg, "executor.workers", lambda v: v is None or (_whole(v) and v >= 0),
            "use a whole number of worker processes >= 1 (or null / 0 for one per CPU)")
     _check(cfg, "model_threads", lambda v: _whole(v) and v >= 1, "use a whole number of torch threads >= 1")
@@ -74,10 +85,11 @@ def check_config(cfg: DictConfig) -> None:
         _check(cfg, key, lambda v: isinstance(v, bool), "use true or false")
     _check(cfg, "store.pictures_in_flight", _positive_or_null, "use a whole number of pictures >= 1, or null")
     for group in ("anchor", "proposal"):
-        entries = _value(cfg, group)
-        for name in entries if isinstance(entries, dict) else {}:
+        for name in _names(cfg, group):
             _check(cfg, f"{group}.{name}.rate_points", _qp_list,
                    "use a list of whole numbers (set them in the CTC definition, ctc.qps)")
+            _check(cfg, f"{group}.{name}.qp_offsets", _offsets,
+                   "use whole-number QP offsets by level, e.g. {c2: -3, c5: 2}, or null")
 
 
 def check_rate_points(entries: Iterable[Any], codec: Any) -> None:

@@ -47,6 +47,13 @@ class VideoCodec(abc.ABC):
     def check_available(self) -> None:
         """Raise :class:`CodecUnavailableError` with a fix when the codec cannot run here."""
 
+    def check_qp(self, qp: int, *, label: str = "") -> None:
+        """Raise :class:`CodecError` when ``qp`` is outside :attr:`qp_range`: ``encode``'s own guard, reading the
+        same range that :func:`vcm_eval.config_checks.check_rate_points` checks before a sweep, so the two agree."""
+        if self.qp_range is not None and not self.qp_range[0] <= int(qp) <= self.qp_range[1]:
+            raise CodecError(f"{self.name}: QP {qp} of {label or 'picture'} is outside "
+                             f"{self.qp_range[0]}..{self.qp_range[1]}")
+
     def supports(self, chroma_format: str) -> bool:
         return chroma_format in ("400", "420", "444")
 

@@ -401,8 +401,7 @@ class ExternalCodec(VideoCodec):
                              "VVC codes 4:2:0 pictures of even width and height only: pad it first")
         if not 8 <= frame.bit_depth <= 16:
             raise CodecError(f"{self.name}: {label or 'picture'} has bit depth {frame.bit_depth}, outside 8..16")
-        if not 0 <= int(qp) <= 63:
-            raise CodecError(f"{self.name}: QP {qp} of {label or 'picture'} is outside 0..63")
+        self.check_qp(qp, label=label)
 
     def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
         """Code ``frame`` at ``qp`` with the encoder binary; see the class docstring for failures."""

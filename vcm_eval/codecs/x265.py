@@ -98,8 +98,7 @@ class X265Codec(VideoCodec):
 
     def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
         self.check_available()
-        if not 0 <= int(qp) <= 51:
-            raise CodecError(f"x265: QP {qp} of {label or 'picture'} is outside 0..51")
+        self.check_qp(qp, label=label)
         start = time.perf_counter()
         given = frame
         frame = pad_to_minimum(frame)
