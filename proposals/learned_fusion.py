@@ -59,8 +59,8 @@ from torch import nn
 from vcm_eval.codecs.base import CodecError
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.evaluation.bitrate import IMAGE_SIZE_SIDE_INFO_BITS, psnr_db
+from vcm_eval.hashing import file_sha256
 from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
-from vcm_eval.models.embedded import file_sha256
 from vcm_eval.store import StoreError, content_key
 from vcm_eval.types import SplitFeatures
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vcm_eval.data.synthetic import CLASS_NAMES, SyntheticDataset, generate_image
+from vcm_eval.hashing import file_sha256
 from vcm_eval.models.base import SplitModel, WeightsError
 from vcm_eval.models.embedded import (
     PACKAGED_WEIGHTS,
@@ -17,7 +18,6 @@ from vcm_eval.models.embedded import (
     EmbeddedDetector,
     build_embedded_model,
     build_network,
-    file_sha256,
 )
 from vcm_eval.types import Detections
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rcnn_support import seeded_model, seeded_weights
 
-from vcm_eval.data.images import file_sha256
+from vcm_eval.hashing import file_sha256
 from vcm_eval.models.base import SplitModel
 from vcm_eval.models.rcnn import COCO_CLASS_NAMES, ZOO
 from vcm_eval.models.rcnn.model import rescale_boxes

@@ -24,8 +24,9 @@ from vcm_eval.data.coco import CocoDataset
 from vcm_eval.data.masks import check_segmentation, decode_rles, encode_masks
 from vcm_eval.data.synthetic import MASKS_FILE, SyntheticDataset, generate_image, split_folder
 from vcm_eval.evaluation.coco import CocoEvaluator, ground_truth_as_detections
+from vcm_eval.hashing import file_sha256
 from vcm_eval.models.base import WeightsError
-from vcm_eval.models.embedded import PACKAGED_MASK_WEIGHTS, build_embedded_model, file_sha256
+from vcm_eval.models.embedded import PACKAGED_MASK_WEIGHTS, build_embedded_model
 from vcm_eval.store import decode_record
 from vcm_eval.types import Detections
 

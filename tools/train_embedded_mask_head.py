@@ -44,6 +44,7 @@ import torch
 import torchvision
 
 from vcm_eval.data.synthetic import STYLES, SyntheticDataset, generate_image, generator_version
+from vcm_eval.hashing import file_sha256
 from vcm_eval.models.embedded import (
     MASK_THRESHOLD,
     PACKAGED_MASK_WEIGHTS,
@@ -51,7 +52,6 @@ from vcm_eval.models.embedded import (
     MaskHeadArch,
     attach_mask_head,
     build_embedded_model,
-    file_sha256,
     image_to_tensor,
     mask_head_state,
 )

@@ -35,12 +35,12 @@ import torch
 import torchvision
 
 from vcm_eval.data.synthetic import CLASS_NAMES, STYLES, SyntheticDataset, generate_image, generator_version
+from vcm_eval.hashing import file_sha256
 from vcm_eval.models.embedded import (
     PACKAGED_WEIGHTS,
     EmbeddedArch,
     EmbeddedDetector,
     build_network,
-    file_sha256,
     image_to_tensor,
 )
 

@@ -14,7 +14,6 @@ a timeout, an empty or undecodable bitstream, a decoded picture of the wrong siz
 from __future__ import annotations
 
 import abc
-import hashlib
 import logging
 import os
 import re
@@ -91,15 +90,6 @@ def version_matches(reported: str, expected: str) -> bool:
     ``12.0`` and ``12.0.1``, not ``12.01`` or ``2.0``)."""
     reported, expected = reported.strip(), str(expected).strip()
     return reported == expected or reported.startswith(expected + ".")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _safe_name(text: str) -> str:

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from vcm_eval.codecs.base import CodecUnavailableError
-from vcm_eval.codecs.external import EncodeJob, ExternalCodec, env_or, file_sha256, find_executable
+from vcm_eval.codecs.external import EncodeJob, ExternalCodec, env_or, find_executable
+from vcm_eval.hashing import file_sha256
 
 #: configuration file of the CTC All-Intra condition, under ``cfg/`` of a VTM tree.
 DEFAULT_CFG_NAME = "encoder_intra_vtm.cfg"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vcm_eval.data.images import file_sha256, read_image
+from vcm_eval.data.images import read_image
+from vcm_eval.hashing import file_sha256
 from vcm_eval.types import Detections
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from vcm_eval.data.base import DetectionDataset, DetectionEvaluator, ImageRecord
-from vcm_eval.data.images import ImageReadError, file_sha256
+from vcm_eval.data.images import ImageReadError
 from vcm_eval.evaluation.openimages import (
     DEFAULT_IOU,
     OpenImagesEvaluator,
@@ -53,6 +53,7 @@ from vcm_eval.evaluation.openimages_files import (
     read_gt_boxes,
     read_image_labels,
 )
+from vcm_eval.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 

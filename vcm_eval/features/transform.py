@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vcm_eval.hashing import file_sha256
+
 
 class LevelStatistics:
     """Running sums for a covariance over samples of one level: n, sum x, sum x x^T (float64)."""
@@ -144,7 +146,7 @@ def save_bases(path: str | Path, stats: Mapping[str, LevelStatistics], info: Map
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def load_bases(path: str | Path, kind: str = "klt") -> tuple[dict[str, ChannelBasis], dict]:

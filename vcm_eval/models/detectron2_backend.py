@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vcm_eval.data.images import file_sha256
+from vcm_eval.hashing import file_sha256
 from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, WeightsError, check_image, split_of
 from vcm_eval.models.rcnn.fpn import top_down
 from vcm_eval.models.rcnn.zoo import get_zoo_config

@@ -40,8 +40,6 @@ weights they belong to. A detection's mask is its class's 28x28 probability map 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -62,6 +60,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, WeightsError, check_image, split_of
 from vcm_eval.types import Detections, SplitFeatures, SplitMeta
+from vcm_eval.weights import SidecarKind, load_with_sidecar
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PACKAGED_WEIGHTS = WEIGHTS_DIR / "embedded.pth"
@@ -279,13 +278,14 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _weights_help(path: Path) -> str:
     return (f"re-create it with `{TRAIN_TOOL} --out {path}` (it writes the .pth and its .json), "
             "or reinstall vcm_eval, whose package ships it")
+
+
+#: how the messages about the detector's weights read (vcm_eval.weights checks and loads the pair)
+WEIGHTS_KIND = SidecarKind(noun="embedded model weights", thing="weights", description="weights description",
+                           fix=_weights_help, error=WeightsError, contents=" (classes, architecture)")
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -295,38 +295,13 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         WeightsError: naming the file, when either is missing, unreadable, or the checksum differs.
     """
     path = Path(path).expanduser()
-    meta_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise WeightsError(f"{path}: embedded model weights not found; {_weights_help(path)}")
-    if not meta_path.is_file():
-        raise WeightsError(f"{meta_path}: the description of {path.name} (classes, architecture) is missing; "
-                           f"{_weights_help(path)}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        expected = meta["sha256"]
-        arch = meta["architecture"]
-        names = meta["class_names"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{meta_path}: unreadable weights description ({exc!r}); {_weights_help(path)}") from exc
-    if not isinstance(names, list) or not isinstance(arch, dict):
-        raise WeightsError(f"{meta_path}: 'class_names' must be a list and 'architecture' a mapping; "
-                           f"{_weights_help(path)}")
-    return _checked_state_dict(path, meta_path, expected, _weights_help(path)), meta
 
+    def check(meta: dict) -> None:
+        if not isinstance(meta["class_names"], list) or not isinstance(meta["architecture"], dict):
+            raise WEIGHTS_KIND.fail(path.with_suffix(".json"),
+                                    "'class_names' must be a list and 'architecture' a mapping", path)
 
-def _checked_state_dict(path: Path, meta_path: Path, expected_sha256: str, help_text: str) -> dict[str, torch.Tensor]:
-    """The state dict in ``path`` once its sha256 equals the one its description records."""
-    actual = file_sha256(path)
-    if actual != expected_sha256:
-        raise WeightsError(f"{path}: corrupt or replaced weights (sha256 {actual[:16]}..., {meta_path.name} "
-                           f"records {str(expected_sha256)[:16]}...); {help_text}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a damaged archive
-        raise WeightsError(f"{path}: cannot load the weights ({exc}); {help_text}") from exc
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}; {help_text}")
-    return state
+    return load_with_sidecar(path, WEIGHTS_KIND, check)
 
 
 class EmbeddedDetector(SplitModel):
@@ -480,6 +455,12 @@ def _mask_help(path: Path) -> str:
             "or reinstall vcm_eval, whose package ships it")
 
 
+#: how the messages about the mask branch's weights read
+MASK_WEIGHTS_KIND = SidecarKind(noun="embedded mask head weights", thing="weights",
+                                description="mask head description", fix=_mask_help, error=WeightsError,
+                                contents=" (mask architecture, detector weights)")
+
+
 def load_mask_weights(path: str | Path, detector_sha256: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a mask branch (``.pth``) and its ``.json``; check its sha256 and that it was trained on the detector
     whose weights have sha256 ``detector_sha256``.
@@ -488,21 +469,18 @@ def load_mask_weights(path: str | Path, detector_sha256: str) -> tuple[dict[str,
         WeightsError: naming the file, when either is missing, unreadable, corrupt or for other detector weights.
     """
     path = Path(path).expanduser()
-    meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
-        missing = path if not path.is_file() else meta_path
-        raise WeightsError(f"{missing}: embedded mask head weights not found; {_mask_help(path)}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        expected, detector, arch = meta["sha256"], meta["detector_sha256"], meta["mask_architecture"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{meta_path}: unreadable mask head description ({exc!r}); {_mask_help(path)}") from exc
-    if not isinstance(arch, dict):
-        raise WeightsError(f"{meta_path}: 'mask_architecture' must be a mapping; {_mask_help(path)}")
-    if detector != detector_sha256:
-        raise WeightsError(f"{path}: this mask head was trained on detector weights {str(detector)[:16]}..., not "
-                           f"on those in use ({detector_sha256[:16]}...); {_mask_help(path)}")
-    return _checked_state_dict(path, meta_path, expected, _mask_help(path)), meta
+
+    def check(meta: dict) -> None:
+        detector, arch = meta["detector_sha256"], meta["mask_architecture"]
+        if not isinstance(arch, dict):
+            raise MASK_WEIGHTS_KIND.fail(path.with_suffix(".json"), "'mask_architecture' must be a mapping", path)
+        # checked before the sha256: a mask head for other detector weights is refused whatever its bytes
+        if detector != detector_sha256:
+            raise MASK_WEIGHTS_KIND.fail(path, f"this mask head was trained on detector weights "
+                                               f"{str(detector)[:16]}..., not on those in use "
+                                               f"({detector_sha256[:16]}...)", path)
+
+    return load_with_sidecar(path, MASK_WEIGHTS_KIND, check)
 
 
 def build_embedded_model(weights: str | Path | None = None, device: str = "cpu", task: str = "detection",

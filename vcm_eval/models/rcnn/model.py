@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vcm_eval.data.images import file_sha256
+from vcm_eval.hashing import file_sha256
 from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, split_of
 from vcm_eval.models.rcnn.box_ops import clip_boxes, nonempty
 from vcm_eval.models.rcnn.checkpoint import load_state, read_checkpoint
