@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: the learned entry (proposals/learned_fusion.py) against both anchors on the embedded CTC.
+"""Benchmark: the learned entry (proposals/learned_fusion/) against both anchors on the embedded CTC.
 
 Runs the main job (C-layer anchor, image anchor, ``proposal=learned_fusion``; 100 pictures, x265 for the
 anchors) and reports the BD-rate and BD-mAP@0.5 (pchip) of the learned entry against each anchor, the R-P
