@@ -18,7 +18,7 @@ from vcm_eval.codecs.base import FrameSpec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.codecs.colour import CONVERSION, rgb_to_ycbcr, ycbcr_to_rgb
 from vcm_eval.evaluation.bitrate import psnr_db
-from vcm_eval.methods import ImageCodingMethod
+from vcm_eval.methods import CodedImage, ImageCodingMethod
 
 
 class ImageAnchor(ImageCodingMethod):
@@ -43,7 +43,7 @@ class ImageAnchor(ImageCodingMethod):
         return {**super().identity(), "conversion": CONVERSION}
 
     def code(self, image: np.ndarray, rate_point: int, coder: CachedCodec, *,
-             label: str = "") -> tuple[np.ndarray, dict]:
+             label: str = "") -> tuple[np.ndarray, CodedImage]:
         height, width = image.shape[:2]
         t0 = time.perf_counter()
         frame = rgb_to_ycbcr(image, chroma_format=self.chroma_format, bit_depth=self.bit_depth)
@@ -53,15 +53,9 @@ class ImageAnchor(ImageCodingMethod):
         decoded, decode_s = coder.decode(stored.key, FrameSpec.of(frame), label=picture_label)
         rgb = ycbcr_to_rgb(decoded, (height, width))
         peak = float((1 << self.bit_depth) - 1)
-        record = {
-            "num_bits": stored.num_bits,
-            "bitstream": stored.key,
-            "encode_s": 0.0 if stored.from_cache else stored.encode_s,
-            "decode_s": decode_s,
-            "convert_s": convert_s,
-            "from_cache": stored.from_cache,
-            "psnr_y": psnr_db(frame.luma, decoded.luma, peak),
-            "command": stored.command,
-            "coded_size": [frame.height, frame.width],
-        }
-        return rgb, record
+        coded = CodedImage(
+            entry=self.name, rate_point=int(rate_point), num_bits=stored.num_bits, bitstream=stored.key,
+            encode_s=0.0 if stored.from_cache else stored.encode_s, decode_s=decode_s, convert_s=convert_s,
+            from_cache=stored.from_cache, psnr_y=psnr_db(frame.luma, decoded.luma, peak), command=stored.command,
+            coded_size=(frame.height, frame.width))
+        return rgb, coded

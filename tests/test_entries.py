@@ -172,11 +172,12 @@ def test_per_level_qp_offsets_reach_the_codec_and_the_records(coder_for, cls):
     assert entry.identity()["qp_offsets"] == {"c2": -3, "c5": 2}
 
 
-def test_default_offsets_keep_the_identity_the_cache_keys_depend_on():
-    # the identity an anchor had before per-level QPs existed (part of every coded/detection cache key)
-    before = {"class": "anchors.c_layer.CLayerAnchor", "bit_depth": 10, "levels": ["c5", "c4", "c3", "c2"]}
-    for offsets in (None, {}, {"c2": 0, "c4": 0}):
-        assert CLayerAnchor(name="c_layer", rate_points=[41], qp_offsets=offsets).identity() == before
-    assert "qp_offsets" not in CompensationProposal(rate_points=[41]).identity()
+def test_zero_offsets_code_what_no_offsets_code_and_share_its_identity():
+    # the identity is part of every coded/detection cache key: offsets of 0 must not split the cache
+    plain = CLayerAnchor(name="c_layer", rate_points=[41]).identity()
+    assert plain["class"] == "anchors.c_layer.CLayerAnchor" and plain["split"] == "c"
+    for offsets in ({}, {"c2": 0, "c4": 0}):
+        assert CLayerAnchor(name="c_layer", rate_points=[41], qp_offsets=offsets).identity() == plain
+    assert CLayerAnchor(name="c_layer", rate_points=[41], qp_offsets={"c2": 1}).identity() != plain
     with pytest.raises(ValueError, match="c6"):
         CLayerAnchor(rate_points=[41], qp_offsets={"c6": 1})

@@ -19,7 +19,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from vcm_eval.cli import CONFIG_DIR, run
-from vcm_eval.pipeline import _clock, _timing
+from vcm_eval.pipeline.worker import task_clock as _clock
+from vcm_eval.pipeline.worker import task_timing as _timing
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["entry", "qp", "num_bits", "avg_bpp", "map_50", "map_50_95"]

@@ -51,7 +51,7 @@ def test_image_anchor_lossless_444_returns_the_picture(tmp_path):
     anchor = ImageAnchor(name="image", rate_points=[22], chroma_format="444")
     decoded, record = anchor.code(picture, 22, CachedCodec(LosslessCodec(), Store(tmp_path)), label="img")
     np.testing.assert_array_equal(decoded, picture)
-    assert record["num_bits"] > 0 and record["psnr_y"] == float("inf")
+    assert record.num_bits > 0 and record.psnr_y == float("inf")
 
 
 def test_image_anchor_x265_rate_falls_with_qp(tmp_path):
@@ -61,7 +61,7 @@ def test_image_anchor_x265_rate_falls_with_qp(tmp_path):
     _, fine = anchor.code(picture, 22, coder, label="img")
     decoded, coarse = anchor.code(picture, 37, coder, label="img")
     assert decoded.shape == picture.shape and decoded.dtype == np.uint8
-    assert fine["num_bits"] > coarse["num_bits"] > 0 and fine["psnr_y"] > coarse["psnr_y"] > 30
+    assert fine.num_bits > coarse.num_bits > 0 and fine.psnr_y > coarse.psnr_y > 30
 
 
 def test_image_anchor_rejects_other_chroma_formats():

@@ -41,22 +41,16 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vcm_eval.build import build, non_negative_setting
+from vcm_eval.build import build
 from vcm_eval.cli import CONFIG_DIR, USER_ERRORS, build_entries
 from vcm_eval.codecs.base import VideoCodec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.data.base import DetectionDataset
-from vcm_eval.methods import CodedFeatures, FeatureCodingMethod, ImageCodingMethod
+from vcm_eval.evaluation.distortion import topdown_psnr
+from vcm_eval.methods import CodedFeatures, CodedImage, FeatureCodingMethod, ImageCodingMethod
 from vcm_eval.models.base import SplitModel
-from vcm_eval.pipeline import (
-    FEATURE_MEMORY_FIX,
-    Retention,
-    clayer_arrays,
-    detection_record,
-    image_record,
-    topdown_psnr,
-    uncompressed_record,
-)
+from vcm_eval.pipeline import Retention, StoreSettings, build_model
+from vcm_eval.pipeline.records import clayer_arrays, detection_record, uncompressed_record
 from vcm_eval.store import Store
 from vcm_eval.types import SplitFeatures, SplitMeta
 
@@ -84,8 +78,6 @@ def sample_inputs(cfg, args) -> Sample:
     """C-layers of the first ``--sample-images`` pictures of the data set, or of the ``--clayers`` files."""
     if args.clayers:
         return Sample([load_clayers(p) for p in args.clayers])
-    from vcm_eval.pipeline import build_model
-
     dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
     model = build_model(json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True))
     pictures = [dataset.load(r) for r in dataset.records()[: args.sample_images]]
@@ -175,9 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=args.overrides)
     # the store settings first: a wrong one stops before any picture is measured
-    retention = Retention.of(cfg.get("store"))
-    feature_memory = non_negative_setting(cfg.store.feature_memory_mb, "store.feature_memory_mb",
-                                          FEATURE_MEMORY_FIX) * 2**20
+    settings = StoreSettings.of(cfg.get("store"))
+    retention, feature_memory = settings.retention, settings.feature_memory_bytes
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()
     entries = [s.entry for s in build_entries(cfg)]
@@ -272,7 +263,7 @@ def measure_sample(codec: VideoCodec, feature_entries: list[FeatureCodingMethod]
                     entry.encode(feats, other, shared, label=f"sample {i}")
             new_share[entry.name] = coded_new / max(coded_all, 1)
             bitstreams.add(entry.rate_points)
-        decoded: dict[str, list[tuple[np.ndarray, dict]]] = {}
+        decoded: dict[str, list[tuple[np.ndarray, CodedImage]]] = {}
         for entry in image_entries if sample.pictures else []:
             middle = _middle(entry.rate_points)
             for i, picture in enumerate(sample.pictures):
@@ -286,7 +277,7 @@ def measure_sample(codec: VideoCodec, feature_entries: list[FeatureCodingMethod]
     _, rss_after = peak_rss_bytes()
     entries = [*feature_entries, *image_entries]
     files_per_picture = {"clayers": 1.0, "bitstreams": bitstreams.files,
-                         "coded": float(sum(len(e.rate_points) for e in feature_entries)),
+                         "coded": float(sum(len(e.rate_points) for e in entries)),
                          "detections": 1.0 + sum(len(e.rate_points) for e in entries)}
     return Measured(seconds, mpixels, new_share, per_picture, files_per_picture,
                     rss_after if rss_after > rss_before else 0, rss_before)
@@ -361,7 +352,7 @@ def _window(retention: Retention, workers: int) -> int:
 
 def disk_per_picture(sample: Sample, feature_entries: list[FeatureCodingMethod],
                      image_entries: list[ImageCodingMethod], coded_sample: dict[str, list[CodedFeatures]],
-                     decoded: dict[str, list[tuple[np.ndarray, dict]]], shared: CachedCodec,
+                     decoded: dict[str, list[tuple[np.ndarray, CodedImage]]], shared: CachedCodec,
                      sizes: Store) -> dict[str, float | None]:
     """Bytes of C-layers, coded records and detections the store gains per picture, over every entry and QP
     of the CTC, sized on the sample at one QP. Detections need the model: None without it (``--clayers``)."""
@@ -384,16 +375,18 @@ def disk_per_picture(sample: Sample, feature_entries: list[FeatureCodingMethod],
             reconstruction = entry.decode(c, shared)
             t1 = time.perf_counter()
             psnr = topdown_psnr(feats, reconstruction) if entry.split == "c" else {}  # as the sweep's detect task
-            record = detection_record(f"{i}", entry.name, c, model.decode(reconstruction), t1 - t0,
-                                      time.perf_counter() - t1, psnr)
+            record = detection_record(f"{i}", c, model.decode(reconstruction), t1 - t0, time.perf_counter() - t1,
+                                      c.meta.original_size, {"topdown_psnr": psnr} if psnr else {})
             detections += stored_size(sizes, "detections", record, refs=1, refers_to="coded") * len(entry.rate_points)
     for entry in image_entries:
         for i, (picture, (decoded_picture, coding)) in enumerate(zip(sample.pictures, decoded[entry.name])):
             t0 = time.perf_counter()
             found = model.detect(decoded_picture)
-            record = image_record(f"{i}", entry.name, _middle(entry.rate_points), found, time.perf_counter() - t0,
-                                  coding, picture.shape)
-            detections += stored_size(sizes, "detections", record, refs=1) * len(entry.rate_points)
+            record = detection_record(f"{i}", coding, found, coding.decode_s, time.perf_counter() - t0,
+                                      picture.shape[:2])
+            # an image entry stores its coded result beside its detections
+            detections += (stored_size(sizes, "detections", record, refs=1, refers_to="coded")
+                           + stored_size(sizes, "coded", coding.to_dict(), refs=1)) * len(entry.rate_points)
     return {"clayers": clayers, "coded": coded, "detections": detections / n}
 
 

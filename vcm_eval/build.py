@@ -7,6 +7,10 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from vcm_eval.errors import non_negative_setting
+
+__all__ = ["build", "non_negative_setting"]
+
 
 def build(node: Any, *, expect: type | tuple[type, ...], what: str) -> Any:
     """``instantiate(node, _convert_="all")`` and check the result's type.
@@ -28,19 +32,3 @@ def build(node: Any, *, expect: type | tuple[type, ...], what: str) -> Any:
         target = node.get("_target_") if hasattr(node, "get") else None
         raise TypeError(f"{what}: _target_ {target} builds {type(obj).__name__}, not a {names}")
     return obj
-
-
-def non_negative_setting(value: Any, key: str, fix: str) -> float:
-    """``float(value)`` when it is a number >= 0.
-
-    Raises:
-        ValueError: one line naming ``key`` and its value, then ``fix`` (what to set instead), for a negative
-            number, NaN, or anything that is not a number.
-    """
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number >= 0:
-        raise ValueError(f"{key}={value!r}: {fix}")
-    return number

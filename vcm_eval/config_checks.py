@@ -13,8 +13,11 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vcm_eval.errors import SettingError
+from vcm_eval.pipeline.settings import StoreSettings
 
-class ConfigError(ValueError):
+
+class ConfigError(SettingError):
     """A configuration value of the wrong type or range; the message names the key and the fix."""
 
 
@@ -84,6 +87,8 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("fail_fast", "progress"):
         _check(cfg, key, lambda v: isinstance(v, bool), "use true or false")
     _check(cfg, "store.pictures_in_flight", _positive_or_null, "use a whole number of pictures >= 1, or null")
+    store = _value(cfg, "store")
+    StoreSettings.of(store if isinstance(store, dict) else None)  # the block's own checks, as the sweep reads it
     for group in ("anchor", "proposal"):
         for name in _names(cfg, group):
             _check(cfg, f"{group}.{name}.rate_points", _qp_list,

@@ -62,8 +62,44 @@ class CodedLevel:
     def num_bits(self) -> int:
         return 8 * self.num_bytes
 
+class CodedResult(abc.ABC):
+    """What an entry's coding of one picture at one rate point yields, and all the pipeline reads of it.
+
+    Feature entries return :class:`CodedFeatures`, image entries :class:`CodedImage`; a new kind of entry
+    returns its own subclass. The pipeline stores it (``to_dict``), finds what it was made from
+    (:meth:`bitstream_keys`) and puts :meth:`rate_columns` and :meth:`quality_columns` into the result rows,
+    without knowing which kind it holds.
+    """
+
+    #: the entry's name and the rate point it coded at
+    entry: str
+    rate_point: int
+    #: every bit a decoder receives (a field or a property)
+    num_bits: int
+    #: encoder wall time, 0 for what came from the bitstream cache
+    encode_s: float
+    #: no encoder ran: another entry or run had coded the same pictures
+    from_cache: bool
+
+    @abc.abstractmethod
+    def bitstream_keys(self) -> list[str]:
+        """Store keys of the bitstreams, the first one the entry's most telling (its command is reported)."""
+
+    def rate_columns(self) -> dict[str, Any]:
+        """Result columns after ``num_bits`` and ``bpp``: how the bits split (per level, side information)."""
+        return {}
+
+    def quality_columns(self) -> dict[str, Any]:
+        """Result columns after the stage times: the codec's own distortion figures."""
+        return {}
+
+    @abc.abstractmethod
+    def to_dict(self) -> dict:
+        """A JSON-able record that :meth:`from_dict` reads back."""
+
+
 @dataclass
-class CodedFeatures:
+class CodedFeatures(CodedResult):
     """The coded split-point layers of one image at one rate point: the bitstreams plus side information.
 
     ``num_bits`` counts every bit a decoder receives: the bitstreams and ``side_info_bits``.
@@ -80,8 +116,28 @@ class CodedFeatures:
     def num_bits(self) -> int:
         return sum(level.num_bits for level in self.levels.values()) + self.side_info_bits
 
+    @property
+    def encode_s(self) -> float:
+        return sum(level.encode_s for level in self.levels.values())
+
+    @property
+    def from_cache(self) -> bool:
+        return all(level.from_cache for level in self.levels.values())
+
     def level_bits(self) -> dict[str, int]:
         return {name: level.num_bits for name, level in self.levels.items()}
+
+    def bitstream_keys(self) -> list[str]:
+        return [level.bitstream for level in self.levels.values()]
+
+    def rate_columns(self) -> dict[str, Any]:
+        """``bits_<level>``, ``qp_<level>`` (the rate point plus the entry's offset), ``side_info_bits``,
+        ``psnr_<level>``."""
+        levels = sorted(self.levels.items())
+        return {**{f"bits_{name}": level.num_bits for name, level in levels},
+                **{f"qp_{name}": self.rate_point if level.qp is None else level.qp for name, level in levels},
+                "side_info_bits": self.side_info_bits,
+                **{f"psnr_{name}": level.psnr_db for name, level in levels}}
 
     def to_dict(self) -> dict:
         return {
@@ -99,6 +155,48 @@ class CodedFeatures:
         levels = {k: CodedLevel(**v) for k, v in d["levels"].items()}
         return cls(d["entry"], int(d["rate_point"]), meta, levels, int(d["side_info_bits"]), d.get("codec", {}))
 
+
+@dataclass
+class CodedImage(CodedResult):
+    """The coded picture of an image entry at one rate point, with what decoding it on the sender showed.
+
+    Attributes:
+        num_bits: the bitstream's bits (all a receiver gets).
+        bitstream: its store key.
+        encode_s, decode_s: codec wall times (encode 0 when the bitstream came from the cache).
+        convert_s: RGB to Y'CbCr conversion time.
+        psnr_y: PSNR of the decoded luma against the coded one, peak = 2^bit_depth - 1.
+        command: the encoder command line or options, as recorded with the bitstream.
+        coded_size: ``(height, width)`` of the coded picture.
+    """
+
+    entry: str
+    rate_point: int
+    num_bits: int
+    bitstream: str
+    encode_s: float
+    decode_s: float
+    convert_s: float
+    from_cache: bool
+    psnr_y: float
+    command: list[str] | None = None
+    coded_size: tuple[int, int] | None = None
+
+    def bitstream_keys(self) -> list[str]:
+        return [self.bitstream]
+
+    def quality_columns(self) -> dict[str, Any]:
+        return {"psnr_y": self.psnr_y}
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CodedImage:
+        size = d.get("coded_size")
+        return cls(**{**d, "coded_size": tuple(size) if size is not None else None})
+
+
 class CodingEntry(abc.ABC):
     """Base of anchors and proposals.
 
@@ -107,11 +205,10 @@ class CodingEntry(abc.ABC):
         rate_points: the QPs this entry is evaluated at (from the CTC definition).
         bit_depth: sample bit depth of the coded pictures.
 
-    ``input`` says what the entry codes: ``"features"`` (split-point C-layers) or ``"image"`` (the
-    picture itself, detected with the unsplit model).
+    What the sweep does with an entry follows from its base class (:class:`FeatureCodingMethod` or
+    :class:`ImageCodingMethod`; :mod:`vcm_eval.pipeline.chains`).
     """
 
-    input: ClassVar[str] = "features"
     #: whether the rate points are QPs of the CTC's codec (checked against its range before any work); False for
     #: entries whose rate points index their own codec (the learned entry's checkpoints)
     codec_qps: ClassVar[bool] = True
@@ -150,17 +247,11 @@ class FeatureCodingMethod(CodingEntry):
     C-layers there) and the model decodes from it; the entry never learns which model it codes for.
     """
 
-    input: ClassVar[str] = "features"
     split: ClassVar[str] = "c"
 
     def identity(self) -> dict[str, Any]:
-        """As :meth:`CodingEntry.identity`, plus ``split`` for entries that code another split point than the
-        C-layers (left out for ``"c"``, so that the identities, and every cache key, of C-layer entries are what
-        they were before split points existed)."""
-        identity = super().identity()
-        if self.split != "c":
-            identity["split"] = self.split
-        return identity
+        """As :meth:`CodingEntry.identity`, plus the split point the entry codes."""
+        return {**super().identity(), "split": self.split}
 
     @abc.abstractmethod
     def encode(self, features: SplitFeatures, rate_point: int, coder: CachedCodec, *,
@@ -174,16 +265,14 @@ class FeatureCodingMethod(CodingEntry):
 class ImageCodingMethod(CodingEntry):
     """Codes the input picture itself (the image anchor); the unsplit model runs on the decoded picture.
 
-    Contract: ``code`` returns the decoded RGB uint8 picture of the original size, the bits a
-    receiver gets, and a JSON-able record of how it was coded.
+    Contract: ``code`` returns the decoded RGB uint8 picture of the original size and the
+    :class:`CodedImage` (bits a receiver gets, bitstream, timings).
     """
-
-    input: ClassVar[str] = "image"
 
     @abc.abstractmethod
     def code(self, image: np.ndarray, rate_point: int, coder: CachedCodec, *,
-             label: str = "") -> tuple[np.ndarray, dict]:
-        """Returns ``(decoded RGB uint8 picture, record)``; the record holds ``num_bits`` and timings."""
+             label: str = "") -> tuple[np.ndarray, CodedImage]:
+        """Returns ``(decoded RGB uint8 picture, coded result)``."""
 
 def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from vcm_eval.errors import UserError
+
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: equal values give equal strings (and keys)."""
@@ -83,7 +85,7 @@ DAMAGED = "damaged"
 Ref = tuple[str, str, str, "str | None"]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """An object in the store is missing, damaged or cannot be written; the message names the file."""
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from vcm_eval.errors import UserError
 from vcm_eval.types import CodedPicture, Frame
 
 
-class CodecError(RuntimeError):
+class CodecError(UserError, RuntimeError):
     """A codec failed on one picture; the message names the picture, the QP and the command."""
 
 

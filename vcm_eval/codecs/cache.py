@@ -157,3 +157,11 @@ class CachedCodec:
         start = time.perf_counter()
         frame = self.codec.decode(data, like, label=label)
         return frame, time.perf_counter() - start
+
+
+def bitstream_provenance(store: Store, key: str) -> dict:
+    """How the stored bitstream ``key`` was made: codec identity, command line, label and QP (what a run
+    reports of each entry's coding)."""
+    record = store.read_json(KIND, key)
+    return {"codec": record.get("codec"), "command": record.get("command"), "label": record.get("label"),
+            "qp": record.get("qp")}

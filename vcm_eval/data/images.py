@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vcm_eval.errors import UserError
 
-class ImageReadError(RuntimeError):
+
+class ImageReadError(UserError, RuntimeError):
     """A picture could not be read; the message names the file and what to do."""
 
 

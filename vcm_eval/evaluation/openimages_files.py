@@ -44,6 +44,8 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from vcm_eval.errors import SettingError
+
 log = logging.getLogger(__name__)
 
 BOX_COLUMNS: tuple[str, ...] = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf")
@@ -55,7 +57,7 @@ _COORDS: tuple[str, ...] = ("XMin", "XMax", "YMin", "YMax")
 _SHOW = 5
 
 
-class OpenImagesFormatError(ValueError):
+class OpenImagesFormatError(SettingError):
     """An Open Images file is malformed or inconsistent; the message names the file, lines and fix."""
 
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vcm_eval.errors import UserError
 from vcm_eval.types import Detections, SplitFeatures
 
 #: split point -> the levels a split model gives there, finest (stride 4) to coarsest (stride 32)
@@ -63,7 +64,7 @@ def check_split(split: str) -> str:
     return split
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Weights file missing, unreadable, or for another architecture; the message says what to fetch."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vcm_eval.errors import UserError
 from vcm_eval.hashing import file_sha256
 from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, WeightsError, check_image, split_of
 from vcm_eval.models.rcnn.fpn import top_down
@@ -28,7 +29,7 @@ from vcm_eval.models.rcnn.zoo import get_zoo_config
 from vcm_eval.types import Detections, SplitFeatures, SplitMeta
 
 
-class Detectron2UnavailableError(ImportError):
+class Detectron2UnavailableError(UserError, ImportError):
     """``detectron2`` cannot be imported; the message says how to get it or what to use instead."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from vcm_eval.errors import SettingError
 from vcm_eval.evaluation.summary import STAGE_COLUMNS, bd_table
 from vcm_eval.reporting.plots import rate_accuracy_plot, rate_split_plot
 from vcm_eval.reporting.tables import write_result_tables, write_run_tables
@@ -115,7 +116,7 @@ class ReportMeta:
 _ADDED_LATER = frozenset({"bd_saturation_tolerance", "tables"})
 
 
-class ReportFilesError(ValueError):
+class ReportFilesError(SettingError):
     """A file of a run folder that a rebuild cannot use: missing, unreadable, incomplete or not what was written.
 
     Its message is one line, ``<path>: <what is wrong>; <what to do>``, so the user knows which file failed and
