@@ -22,19 +22,18 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 from vcm_eval.evaluation.summary import format_bd
 
 LEVELS = ("c2", "c3", "c4", "c5")
 
 
 def one(ctc: str, overrides: list[str], root: Path) -> dict:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            f"ctc={ctc}", "proposal=compensation", "tracking=none", "progress=false",
-            f"paths.output_root={root}", f"paths.store={root}/store", f"paths.data_root={root}/data", *overrides])
+    cfg = vcm_eval.compose(*[
+        f"ctc={ctc}", "proposal=compensation", "tracking=none", "progress=false",
+        f"paths.output_root={root}", f"paths.store={root}/store", f"paths.data_root={root}/data", *overrides])
     start = time.perf_counter()
     outcome = run(cfg, root / "runs" / ctc)
     return {"ctc": ctc, "wall_s": time.perf_counter() - start, "summary": outcome.summary, "bd": outcome.bd}

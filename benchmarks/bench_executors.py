@@ -34,18 +34,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 
 
 def one(executor: str, workers: int, overrides: list[str], root: Path) -> dict:
     extra = [] if executor == "local" else [f"executor.workers={workers}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            f"executor={executor}", *extra, "tracking=none", "progress=false", "proposal=compensation",
-            f"paths.output_root={root}", f"paths.store={root}/store", *overrides])
+    cfg = vcm_eval.compose(*[
+        f"executor={executor}", *extra, "tracking=none", "progress=false", "proposal=compensation",
+        f"paths.output_root={root}", f"paths.store={root}/store", *overrides])
     start = time.perf_counter()
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     outcome = run(cfg, root / "run")
@@ -76,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = [f"paths.data_root={args.data_root or Path(tmp) / 'data'}"]
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            instantiate(compose(config_name="config", overrides=data + args.overrides).dataset)  # generate once
+        instantiate(vcm_eval.compose(*data + args.overrides).dataset)  # generate once
         for executor in args.executors:
             rows.append(one(executor, args.workers, data + args.overrides, Path(tmp) / executor))
             print(f"{rows[-1]['executor']}: sweep {rows[-1]['sweep_s']:.1f} s", flush=True)

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
 
+import vcm_eval
 from proposals.learned_fusion import checkpoint_path, count_parameters, load_checkpoint
-from vcm_eval.cli import CONFIG_DIR, run
+from vcm_eval.cli import run
 from vcm_eval.evaluation.summary import format_bd
 
 ENTRY = "learned_fusion"
@@ -86,10 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
     parser.add_argument("--plot", type=Path, help="copy the R-P plot of all entries here")
     args = parser.parse_intermixed_args(argv)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "ctc=embedded", f"proposal={ENTRY}", "tracking=none", "progress=false", f"paths.store={args.store}",
-            *args.overrides])
+    cfg = vcm_eval.compose(*[
+        "ctc=embedded", f"proposal={ENTRY}", "tracking=none", "progress=false", f"paths.store={args.store}",
+        *args.overrides])
     start = time.perf_counter()
     outcome = run(cfg, args.root / "run")
     wall = time.perf_counter() - start

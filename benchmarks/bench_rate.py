@@ -32,10 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 from vcm_eval.evaluation.summary import format_bd
 
 LEVELS = ("c2", "c3", "c4", "c5")
@@ -133,11 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", nargs="*", help="run only these of the compared entries (anchors always run)")
     args = parser.parse_intermixed_args(argv)
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "anchor=[c_layer,image]", "proposal=compensation", "tracking=none", "progress=true",
-            f"paths.output_root={args.root}", f"paths.store={args.root}/store", f"paths.data_root={args.root}/data",
-            *args.overrides])
+    cfg = vcm_eval.compose(*[
+        "anchor=[c_layer,image]", "proposal=compensation", "tracking=none", "progress=true",
+        f"paths.output_root={args.root}", f"paths.store={args.root}/store", f"paths.data_root={args.root}/data",
+        *args.overrides])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     base = {k: v for k, v in resolved["anchor"]["c_layer"].items() if k != "name"}
     compensation = {k: v for k, v in resolved["proposal"]["compensation"].items() if k != "name"}

@@ -50,10 +50,8 @@ def rss_with_children(process: psutil.Process) -> int:
 
 def make_pictures(pictures: int, overrides: list[str], data_root: Path) -> None:
     """Build the data set once, so that no timed run pays for making the synthetic pictures."""
-    code = ("import sys; from hydra import compose, initialize_config_dir; from vcm_eval.cli import CONFIG_DIR; "
-            "from vcm_eval.build import build; "
-            "initialize_config_dir(config_dir=CONFIG_DIR, version_base='1.3'); "
-            "cfg = compose(config_name='config', overrides=sys.argv[1:]); "
+    code = ("import sys; import vcm_eval; from vcm_eval.build import build; "
+            "cfg = vcm_eval.compose(*sys.argv[1:]); "
             "build(cfg.dataset, expect=object, what='dataset').records()")
     done = subprocess.run([sys.executable, "-c", code, f"dataset.size={pictures}", f"ctc.num_images={pictures}",
                            f"paths.data_root={data_root}", *overrides], cwd=REPO, capture_output=True, text=True)

@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, build_entries, run
+import vcm_eval
+from vcm_eval.cli import build_entries, run
 from vcm_eval.codecs.base import CodecError
 from vcm_eval.codecs.x265 import X265Codec
 from vcm_eval.config_checks import ConfigError, check_config, check_rate_points
@@ -17,8 +17,7 @@ from vcm_eval.types import Frame
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return vcm_eval.compose(*list(overrides))
 
 
 def test_the_default_configurations_pass():

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import vcm_eval
 from vcm_eval.build import build
 from vcm_eval.cli import CONFIG_DIR, build_entries
 from vcm_eval.codecs.base import CodecUnavailableError, VideoCodec
@@ -28,8 +28,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return vcm_eval.compose(*list(overrides))
 
 
 @pytest.fixture(autouse=True)

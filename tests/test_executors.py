@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 from vcm_eval.pipeline.worker import task_clock as _clock
 from vcm_eval.pipeline.worker import task_timing as _timing
 
@@ -40,8 +40,7 @@ def overrides(root: Path, data_root: Path, *extra: str) -> list[str]:
 
 
 def compose_cfg(*args: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(args))
+    return vcm_eval.compose(*list(args))
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, ReportWriteError, run
+import vcm_eval
+from vcm_eval.cli import ReportWriteError, run
 from vcm_eval.pipeline import SweepError, SweepInterrupted
 from vcm_eval.run_folders import unique_dir
 from vcm_eval.store import DAMAGED
@@ -49,8 +49,7 @@ def overrides(root: Path, data_root: Path, *extra: str) -> list[str]:
 
 
 def compose_cfg(*args: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(args))
+    return vcm_eval.compose(*list(args))
 
 
 def results(summary: pd.DataFrame) -> pd.DataFrame:

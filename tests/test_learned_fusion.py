@@ -1,4 +1,4 @@
-"""The learned entry (proposals/learned_fusion.py): real bitstreams that decode exactly, in any process.
+"""The learned entry (proposals/learned_fusion/): real bitstreams that decode exactly, in any process.
 
 A tiny checkpoint pair is trained by the training tool itself (a few iterations on a few train pictures,
 in tmp_path), so the tests cover the tool and never touch the shipped checkpoints, whose own test only

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from conftest import shared_path
-from hydra import compose, initialize_config_dir
 from PIL import Image
 from rcnn_support import golden_image, seeded_weights
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 
 
 def test_paper_ctc_runs_with_x265_on_stand_in_pictures(tmp_path, tmp_path_factory, monkeypatch):
@@ -26,12 +26,11 @@ def test_paper_ctc_runs_with_x265_on_stand_in_pictures(tmp_path, tmp_path_factor
     monkeypatch.setenv("VCM_EVAL_OIV6_ANNOTATIONS", str(annotations))
     monkeypatch.setenv("VCM_EVAL_OIV6_IMAGES", str(images))
     weights = seeded_weights("x101", tmp_path_factory)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "ctc=paper", "codec=x265", "proposal=compensation", "anchor=[c_layer]", "ctc.num_images=2",
-            "ctc.qps.features=[37,45]", f"model.weights={weights}", "model.min_size_test=320",
-            "model.max_size_test=533", "executor=local", "tracking=none", "progress=false", "bd.min_points=2",
-            f"paths.output_root={tmp_path}", f"paths.store={tmp_path}/store"])
+    cfg = vcm_eval.compose(*[
+        "ctc=paper", "codec=x265", "proposal=compensation", "anchor=[c_layer]", "ctc.num_images=2",
+        "ctc.qps.features=[37,45]", f"model.weights={weights}", "model.min_size_test=320",
+        "model.max_size_test=533", "executor=local", "tracking=none", "progress=false", "bd.min_points=2",
+        f"paths.output_root={tmp_path}", f"paths.store={tmp_path}/store"])
     outcome = run(cfg, tmp_path / "run")
     summary = outcome.summary.set_index(["entry", "qp"], drop=False)
     assert outcome.files["ctc_c_layer"].name == "final_oiv6_vcm.csv"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 from vcm_eval.pipeline import SweepError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,13 +44,12 @@ def base_overrides(root: Path, data_root: Path, *, tracking: bool = False) -> li
 
 
 def compose_cfg(root: Path, data_root: Path, *overrides: str, tracking: bool = False):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        base = base_overrides(root, data_root, tracking=tracking)
-        if any(o.startswith("dataset=") for o in overrides):
-            base.remove("dataset.size=6")
-        if any(o.startswith("anchor=") for o in overrides):
-            base.remove("anchor=[c_layer]")
-        return compose(config_name="config", overrides=base + list(overrides))
+    base = base_overrides(root, data_root, tracking=tracking)
+    if any(o.startswith("dataset=") for o in overrides):
+        base.remove("dataset.size=6")
+    if any(o.startswith("anchor=") for o in overrides):
+        base.remove("anchor=[c_layer]")
+    return vcm_eval.compose(*base + list(overrides))
 
 
 def test_main_job_writes_every_result_file_and_an_mlflow_run(tmp_path, data_root):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import search_allocation  # noqa: E402
@@ -42,10 +42,9 @@ def test_search_writes_a_runnable_proposal_from_tuning_pictures_only(tmp_path, c
     assert (conf / "tiny_search.yaml").read_text().startswith("# Found by tools/search_allocation.py")
 
     # the written file is a proposal the CLI accepts (found through Hydra's search path)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            *small(tmp_path), "ctc.num_images=2", "dataset.size=2", "anchor=[c_layer]", "proposal=tiny_search",
-            "tracking=none", "progress=false", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    cfg = vcm_eval.compose(*[
+        *small(tmp_path), "ctc.num_images=2", "dataset.size=2", "anchor=[c_layer]", "proposal=tiny_search",
+        "tracking=none", "progress=false", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
     outcome = run(cfg, tmp_path / "ctc_run")
     assert set(outcome.summary["entry"]) == {"uncompressed", "c_layer", "tiny_search"}
 

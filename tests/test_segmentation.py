@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 from vcm_eval.data.coco import CocoDataset
 from vcm_eval.data.masks import check_segmentation, decode_rles, encode_masks
 from vcm_eval.data.synthetic import MASKS_FILE, SyntheticDataset, generate_image, split_folder
@@ -238,8 +238,7 @@ def _cfg(root: Path, data_root: Path, *overrides: str, tracking: bool = False):
             "ctc.qps.image=[27,42]", "bd.min_points=2", "anchor=[c_layer,image]"]
     base += ([f"tracking.tracking_uri=sqlite:///{root}/mlflow.db", f"tracking.artifact_location=file://{root}/mlart"]
              if tracking else ["tracking=none"])
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=base + list(overrides))
+    return vcm_eval.compose(*base + list(overrides))
 
 
 def _stored(root: Path, kind: str) -> set[str]:

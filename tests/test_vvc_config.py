@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import vcm_eval
 from vcm_eval.codecs.base import CodecUnavailableError
 from vcm_eval.codecs.vtm import VTMCodec
 from vcm_eval.codecs.vvenc import VVenCCodec
@@ -60,8 +60,7 @@ def test_expected_version_follows_the_ctc():
 
 
 def test_paper_ctc_selects_vtm_12():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["ctc=paper", "+codec_paths.vtm_dir=/opt/VTM"])
+    cfg = vcm_eval.compose("ctc=paper", "+codec_paths.vtm_dir=/opt/VTM", config_dir=CONF)
     codec = instantiate(cfg.codec, _convert_="all")
     assert isinstance(codec, VTMCodec)
     assert codec.expected_version == "12.0" and codec.vtm_dir == "/opt/VTM"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hydra import compose, initialize_config_dir
 
-from vcm_eval.cli import CONFIG_DIR, run
+import vcm_eval
+from vcm_eval.cli import run
 
 
 def qp_grid(text: str) -> list[int]:
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = ["anchor=[c_layer,image]", "proposal=none", "tracking=none", "bd.min_points=2",
                  f"ctc.qps.features=[{','.join(map(str, features))}]",
                  f"ctc.qps.image=[{','.join(map(str, image))}]", *args.overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = vcm_eval.compose(*overrides)
     with tempfile.TemporaryDirectory() as tmp:
         outcome = run(cfg, args.out or Path(tmp) / "run")
     summary = outcome.summary

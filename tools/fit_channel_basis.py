@@ -21,10 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
+import vcm_eval
 from vcm_eval.build import build
-from vcm_eval.cli import CONFIG_DIR
 from vcm_eval.data.base import DetectionDataset
 from vcm_eval.features.chain import basis_path
 from vcm_eval.features.transform import LevelStatistics, components_for_energy, load_bases, save_bases
@@ -46,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     overrides = ["dataset.split=tune", f"ctc.num_images={args.images}", *args.overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = vcm_eval.compose(*overrides)
     if cfg.dataset.get("split") == "val" and cfg.ctc.name.startswith("embedded"):
         parser.exit(2, "fit_channel_basis: error: the val split holds the CTC's pictures; fit on dataset.split=tune\n")
     import torch

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import vcm_eval
 from vcm_eval.build import build
-from vcm_eval.cli import CONFIG_DIR, USER_ERRORS, build_entries
+from vcm_eval.cli import USER_ERRORS, build_entries
 from vcm_eval.codecs.base import VideoCodec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.data.base import DetectionDataset
@@ -164,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every projected figure to this JSON file")
     args = parser.parse_args(argv)
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=args.overrides)
+    cfg = vcm_eval.compose(*args.overrides)
     # the store settings first: a wrong one stops before any picture is measured
     settings = StoreSettings.of(cfg.get("store"))
     retention, feature_memory = settings.retention, settings.feature_memory_bytes

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import sys
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vcm_eval.cli import CONFIG_DIR
+import vcm_eval
 from vcm_eval.executors.dask import render_job_script
 
 
 def main(argv: list[str]) -> int:
     overrides = argv if any(a.startswith("executor=") for a in argv) else ["executor=slurm", *argv]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = vcm_eval.compose(*overrides)
     jobqueue = OmegaConf.to_container(cfg.executor, resolve=True).get("jobqueue")
     if not jobqueue:
         print("render_job_script: this executor has no jobqueue block (use executor=slurm or set "

@@ -42,9 +42,9 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+import vcm_eval
 from vcm_eval.cli import CONFIG_DIR, run
 
 LEVELS = ("c2", "c3", "c4", "c5")
@@ -331,10 +331,9 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = ["dataset.split=tune", f"ctc.num_images={args.images}", "anchor=[c_layer]", "proposal=none",
                  "tracking=none", "progress=false", *args.overrides]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-        group = "anchor" if (Path(CONFIG_DIR) / "anchor" / f"{args.entry}.yaml").is_file() else "proposal"
-        entry_cfg = compose(config_name="config", overrides=[*overrides, f"{group}=[{args.entry}]"])
+    cfg = vcm_eval.compose(*overrides)
+    group = "anchor" if (Path(CONFIG_DIR) / "anchor" / f"{args.entry}.yaml").is_file() else "proposal"
+    entry_cfg = vcm_eval.compose(*[*overrides, f"{group}=[{args.entry}]"])
     if cfg.dataset.get("split") == "val":
         parser.exit(2, "search_allocation: error: dataset.split=val holds the CTC's pictures; tune on "
                        "dataset.split=tune (the default)\n")

@@ -40,10 +40,6 @@ class LearnedFusionEntry(FeatureCodingMethod):
     The entry's identity (part of every cache key) holds the sha256 of every checkpoint in the folder.
     """
 
-    # The public path, not this module's: the entry's identity (part of every cache key) names its class by
-    # module, and splitting proposals/learned_fusion.py into a package must not invalidate stored results.
-    __module__ = "proposals.learned_fusion"
-
     codec_qps = False  # rate points index the trained checkpoints, not QPs of the CTC's codec
 
     def __init__(self, *, name: str = "learned_fusion", rate_points: Sequence[int], bit_depth: int = 10,

@@ -17,14 +17,11 @@ from proposals.learned_fusion.network import LEVELS
 def build_split_model(overrides: list[str]):
     """The split model of ``conf/model`` with ``overrides`` (Hydra syntax), as the pipeline builds it;
     returns ``(model, composed config)``."""
-    from hydra import compose, initialize_config_dir
-
+    import vcm_eval
     from vcm_eval.build import build
-    from vcm_eval.cli import CONFIG_DIR
     from vcm_eval.models.base import SplitModel
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
+    cfg = vcm_eval.compose(*overrides)
     return build(cfg.model, expect=SplitModel, what="model"), cfg
 
 
