@@ -26,6 +26,7 @@ import numpy as np
 
 from vcm_eval.codecs.base import FrameSpec
 from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.errors import SettingError
 from vcm_eval.evaluation.bitrate import feature_side_info_bits, psnr_db
 from vcm_eval.features import PackingGeometry, pack_channels, unpack_channels
 from vcm_eval.features.chain import (
@@ -72,16 +73,16 @@ class CLayerAnchor(FeatureCodingMethod):
         try:
             self.chain = ChainOptions.of(quantizer, transform, downsample)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name}: {exc}") from exc
+            raise SettingError(f"{name}: {exc}") from exc
         for option, named in (("components", self.chain.components), ("downsample", self.chain.downsample)):
             stray = sorted(set(named) - set(levels))
             if stray:
-                raise ValueError(f"{name}: {option} name levels {stray} that are not coded ({list(levels)})")
+                raise SettingError(f"{name}: {option} name levels {stray} that are not coded ({list(levels)})")
         self.levels = list(levels)
         offsets = {str(k): int(v) for k, v in (qp_offsets or {}).items()}
         unknown = sorted(set(offsets) - set(self.levels))
         if unknown:
-            raise ValueError(f"{name}: qp_offsets name levels {unknown} that are not coded ({self.levels})")
+            raise SettingError(f"{name}: qp_offsets name levels {unknown} that are not coded ({self.levels})")
         self._qp_offsets = {k: v for k, v in offsets.items() if v != 0}
 
     @property
@@ -152,7 +153,7 @@ class CLayerAnchor(FeatureCodingMethod):
                label: str = "") -> CodedFeatures:
         missing = [lv for lv in self.levels if lv not in features.layers]
         if missing:
-            raise ValueError(f"{self.name}: features of {label} lack levels {missing}; "
+            raise SettingError(f"{self.name}: features of {label} lack levels {missing}; "
                              f"the model gives {sorted(features.layers)}")
         levels = {}
         for level in self.levels:

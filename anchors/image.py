@@ -17,6 +17,7 @@ import numpy as np
 from vcm_eval.codecs.base import FrameSpec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.codecs.colour import CONVERSION, rgb_to_ycbcr, ycbcr_to_rgb
+from vcm_eval.errors import SettingError
 from vcm_eval.evaluation.bitrate import psnr_db
 from vcm_eval.methods import CodedImage, ImageCodingMethod
 
@@ -36,7 +37,7 @@ class ImageAnchor(ImageCodingMethod):
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
         chroma_format = str(chroma_format)  # YAML / the command line read 420 as a number
         if chroma_format not in ("420", "444"):
-            raise ValueError(f"{name}: chroma_format must be '420' or '444', got {chroma_format!r}")
+            raise SettingError(f"{name}: chroma_format must be '420' or '444', got {chroma_format!r}")
         self.chroma_format = chroma_format
 
     def identity(self) -> dict:

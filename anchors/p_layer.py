@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from anchors.c_layer import CLayerAnchor
+from vcm_eval.errors import SettingError
 
 
 class PLayerAnchor(CLayerAnchor):
@@ -60,6 +61,6 @@ class PLayerAnchor(CLayerAnchor):
         not_p = [level for level in levels if not str(level).startswith("p")]
         if not_p:
             # a C-layer name here would code a level the framework never hands this entry
-            raise ValueError(f"{name}: the P-layer anchor codes P-layers (p2..p5); levels {not_p} are not")
+            raise SettingError(f"{name}: the P-layer anchor codes P-layers (p2..p5); levels {not_p} are not")
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth, levels=levels,
                          qp_offsets=qp_offsets, quantizer=quantizer, transform=transform, downsample=downsample)

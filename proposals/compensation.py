@@ -26,6 +26,7 @@ import numpy as np
 
 from anchors.c_layer import CLayerAnchor
 from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.errors import SettingError
 from vcm_eval.features import add_upsampled_error, coding_error
 from vcm_eval.methods import CodedFeatures
 from vcm_eval.types import SplitFeatures
@@ -60,9 +61,9 @@ class CompensationProposal(CLayerAnchor):
         self.keep_range = bool(keep_range)
         unknown = [lv for lv in compensated_levels if lv not in self.levels]
         if unknown:
-            raise ValueError(f"{name}: compensated_levels {unknown} are not among the coded levels {self.levels}")
+            raise SettingError(f"{name}: compensated_levels {unknown} are not among the coded levels {self.levels}")
         if self.levels and self.levels[0] in compensated_levels:
-            raise ValueError(f"{name}: {self.levels[0]} is coded first; no coarser error exists to compensate it")
+            raise SettingError(f"{name}: {self.levels[0]} is coded first; no coarser error exists to compensate it")
         self.compensated_levels = list(compensated_levels)
 
     def params(self) -> dict[str, Any]:

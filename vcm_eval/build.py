@@ -7,7 +7,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from vcm_eval.errors import non_negative_setting
+from vcm_eval.errors import TargetError, non_negative_setting
 
 __all__ = ["build", "non_negative_setting"]
 
@@ -30,5 +30,5 @@ def build(node: Any, *, expect: type | tuple[type, ...], what: str) -> Any:
     if not isinstance(obj, expect):
         names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
         target = node.get("_target_") if hasattr(node, "get") else None
-        raise TypeError(f"{what}: _target_ {target} builds {type(obj).__name__}, not a {names}")
+        raise TargetError(f"{what}: _target_ {target} builds {type(obj).__name__}, not a {names}")
     return obj

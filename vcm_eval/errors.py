@@ -36,3 +36,7 @@ def non_negative_setting(value: Any, key: str, fix: str) -> float:
     if not number >= 0:
         raise SettingError(f"{key}={value!r}: {fix}")
     return number
+
+
+class TargetError(UserError, TypeError):
+    """A config's ``_target_`` builds an object of the wrong kind (the message names the option and the target)."""

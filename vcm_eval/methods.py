@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.errors import SettingError
 from vcm_eval.types import SplitFeatures, SplitMeta
 
 
@@ -215,7 +216,7 @@ class CodingEntry(abc.ABC):
 
     def __init__(self, *, name: str, rate_points: Sequence[int], bit_depth: int = 10) -> None:
         if not rate_points:
-            raise ValueError(f"entry {name!r} has no rate points; set them in the CTC definition (ctc.qps)")
+            raise SettingError(f"entry {name!r} has no rate points; set them in the CTC definition (ctc.qps)")
         self.name = name
         self.rate_points = [int(r) for r in rate_points]
         self.bit_depth = int(bit_depth)

@@ -20,6 +20,7 @@ from proposals.learned_fusion.errors import LearnedFusionError
 from proposals.learned_fusion.network import LEVELS, STRIDES
 from vcm_eval.codecs.base import CodecError
 from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.errors import SettingError
 from vcm_eval.evaluation.bitrate import psnr_db
 from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
 from vcm_eval.store import StoreError, content_key
@@ -76,7 +77,7 @@ class LearnedFusionEntry(FeatureCodingMethod):
     def _check_features(self, features: SplitFeatures, rate_point: int, label: str) -> list[np.ndarray]:
         missing = [lv for lv in LEVELS if lv not in features.layers]
         if missing:
-            raise ValueError(f"{self.name}: features of {label} lack levels {missing}; "
+            raise SettingError(f"{self.name}: features of {label} lack levels {missing}; "
                              f"the model gives {sorted(features.layers)}")
         meta = self.checkpoint_meta(rate_point)
         want = int(meta["architecture"]["channels"])
@@ -89,12 +90,12 @@ class LearnedFusionEntry(FeatureCodingMethod):
                 "weights_dir at them")
         ph, pw = features.meta.padded_size
         if ph % 32 or pw % 32:
-            raise ValueError(f"{self.name}: padded input {ph}x{pw} of {label} is not a multiple of 32")
+            raise SettingError(f"{self.name}: padded input {ph}x{pw} of {label} is not a multiple of 32")
         layers = []
         for lv, stride in zip(LEVELS, STRIDES):
             shape = tuple(np.shape(features.layers[lv]))[1:]
             if shape != (ph // stride, pw // stride):
-                raise ValueError(f"{self.name}: level {lv} of {label} is {shape}, expected "
+                raise SettingError(f"{self.name}: level {lv} of {label} is {shape}, expected "
                                  f"{(ph // stride, pw // stride)} for a padded input of {ph}x{pw}")
             layers.append(np.asarray(features.layers[lv], dtype=np.float32))
         return layers

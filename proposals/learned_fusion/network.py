@@ -19,6 +19,8 @@ from compressai.models.base import get_scale_table
 from compressai.models.utils import conv, deconv
 from torch import nn
 
+from vcm_eval.errors import SettingError
+
 #: the C-layers the network fuses, and their strides relative to the padded input
 LEVELS: tuple[str, ...] = ("c2", "c3", "c4", "c5")
 STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -54,7 +56,7 @@ class FusionArch:
     def from_json(cls, d: dict) -> FusionArch:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown architecture fields {sorted(unknown)}")
+            raise SettingError(f"unknown architecture fields {sorted(unknown)}")
         return cls(**d)
 
     def scale_table(self) -> torch.Tensor:

@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from vcm_eval.codecs.avframes import from_video_frame, pix_fmt, to_video_frame
+from vcm_eval.errors import SettingError
 from vcm_eval.types import Frame
 
 MATRIX = "ITU709"
@@ -26,7 +27,7 @@ CONVERSION = "swscale BT.709 limited range, bicubic chroma, 1 thread"
 def rgb_to_ycbcr(image: np.ndarray, *, chroma_format: str = "420", bit_depth: int = 10) -> Frame:
     """RGB uint8 (H, W, 3), full range -> BT.709 limited-range Y'CbCr frame (padded to even size for 4:2:0)."""
     if chroma_format not in ("420", "444"):
-        raise ValueError(f"pictures are converted to 4:2:0 or 4:4:4 Y'CbCr, not {chroma_format}")
+        raise SettingError(f"pictures are converted to 4:2:0 or 4:4:4 Y'CbCr, not {chroma_format}")
     fmt = pix_fmt(chroma_format, bit_depth)
     if chroma_format == "420" and (image.shape[0] % 2 or image.shape[1] % 2):
         image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")

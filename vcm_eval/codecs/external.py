@@ -34,6 +34,7 @@ import av
 from vcm_eval.codecs.base import CodecError, CodecUnavailableError, FrameSpec, VideoCodec, check_decoded
 from vcm_eval.codecs.x265 import decode_annexb
 from vcm_eval.codecs.yuv import frame_from_bytes, write_yuv
+from vcm_eval.errors import SettingError
 from vcm_eval.types import CodedPicture, Frame
 
 log = logging.getLogger(__name__)
@@ -239,11 +240,11 @@ class ExternalCodec(VideoCodec):
         extra_options: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         if decoder not in DECODER_MODES:
-            raise ValueError(f"{self.name}: decoder must be one of {DECODER_MODES}, got {decoder!r}")
+            raise SettingError(f"{self.name}: decoder must be one of {DECODER_MODES}, got {decoder!r}")
         if keep_logs not in KEEP_LOG_MODES:
-            raise ValueError(f"{self.name}: keep_logs must be one of {KEEP_LOG_MODES}, got {keep_logs!r}")
+            raise SettingError(f"{self.name}: keep_logs must be one of {KEEP_LOG_MODES}, got {keep_logs!r}")
         if timeout_s is not None and float(timeout_s) <= 0:
-            raise ValueError(f"{self.name}: timeout_s must be positive or null, got {timeout_s}")
+            raise SettingError(f"{self.name}: timeout_s must be positive or null, got {timeout_s}")
         self.decoder = decoder
         self.expected_version = None if expected_version in (None, "") else str(expected_version)
         self.strict_version = bool(strict_version)

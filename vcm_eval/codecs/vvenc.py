@@ -26,6 +26,7 @@ from typing import Any
 
 from vcm_eval.codecs.base import CodecUnavailableError
 from vcm_eval.codecs.external import EncodeJob, ExternalCodec, env_or, find_executable
+from vcm_eval.errors import SettingError
 
 _BINARY = "vvencFFapp"
 
@@ -66,9 +67,9 @@ class VVenCCodec(ExternalCodec):
     ) -> None:
         super().__init__(**kwargs)
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(preset)):
-            raise ValueError(f"vvenc: preset must be one word such as 'medium', got {preset!r}")
+            raise SettingError(f"vvenc: preset must be one word such as 'medium', got {preset!r}")
         if int(threads) < 1:
-            raise ValueError(f"vvenc: threads must be at least 1, got {threads}")
+            raise SettingError(f"vvenc: threads must be at least 1, got {threads}")
         self.vvenc_dir = None if vvenc_dir in (None, "") else os.fspath(vvenc_dir)
         self.encoder_path = None if encoder_path in (None, "") else os.fspath(encoder_path)
         self.decoder_path = None if decoder_path in (None, "") else os.fspath(decoder_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vcm_eval.codecs.base import FrameSpec
+from vcm_eval.errors import SettingError
 from vcm_eval.types import Frame
 
 
@@ -78,7 +79,7 @@ def read_yuv(path: str | Path, spec: FrameSpec) -> Frame:
     try:
         return frame_from_bytes(path.read_bytes(), spec)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise SettingError(f"{path}: {exc}") from None
 
 
 def mse(reference: np.ndarray, test: np.ndarray) -> float:

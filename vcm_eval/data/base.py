@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vcm_eval.data.images import read_image
+from vcm_eval.errors import SettingError
 from vcm_eval.hashing import file_sha256
 from vcm_eval.types import Detections
 
@@ -52,7 +53,7 @@ def check_task(task: str) -> str:
         ValueError: naming the known tasks.
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r} (ctc.task / dataset.task); choose one of {list(TASKS)}")
+        raise SettingError(f"unknown task {task!r} (ctc.task / dataset.task); choose one of {list(TASKS)}")
     return task
 
 

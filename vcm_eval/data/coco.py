@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vcm_eval.data.base import DetectionDataset, ImageRecord, check_task
+from vcm_eval.errors import MissingInputError, SettingError
 from vcm_eval.evaluation.coco import CocoEvaluator, check_mask_annotations
 
 
@@ -41,21 +42,21 @@ class CocoDataset(DetectionDataset):
         self.image_dir = Path(images).expanduser()
         self.name = name
         if not self.annotation_file.is_file():
-            raise FileNotFoundError(f"{self.annotation_file}: COCO annotation file not found; set "
+            raise MissingInputError(f"{self.annotation_file}: COCO annotation file not found; set "
                                     "dataset.annotations to the instances JSON of the set")
         if not self.image_dir.is_dir():
-            raise FileNotFoundError(f"{self.image_dir}: image folder not found; set dataset.images to the "
+            raise MissingInputError(f"{self.image_dir}: image folder not found; set dataset.images to the "
                                     "folder the JSON's file_name entries are relative to")
         try:
             doc = json.loads(self.annotation_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{self.annotation_file}: not readable JSON ({exc})") from exc
+            raise SettingError(f"{self.annotation_file}: not readable JSON ({exc})") from exc
         if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "categories")):
-            raise ValueError(f"{self.annotation_file}: not a COCO annotation file (needs 'images' and "
+            raise SettingError(f"{self.annotation_file}: not a COCO annotation file (needs 'images' and "
                              "'categories' lists)")
         doc.setdefault("annotations", [])
         if num_images is not None and int(num_images) < 1:
-            raise ValueError(f"num_images must be a positive count or null, got {num_images}")
+            raise SettingError(f"num_images must be a positive count or null, got {num_images}")
         self.ground_truth = doc
         images_sorted = sorted(doc["images"], key=lambda im: int(im["id"]))
         if num_images is not None:

@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vcm_eval.data.base import DetectionDataset, DetectionEvaluator, ImageRecord
 from vcm_eval.data.images import ImageReadError
+from vcm_eval.errors import SettingError
 from vcm_eval.evaluation.openimages import (
     DEFAULT_IOU,
     OpenImagesEvaluator,
@@ -81,7 +82,7 @@ def coco_to_openimages() -> pd.DataFrame:
 def label_of_class(label_format: str) -> dict[str, str]:
     """Detector class name (COCO spelling) -> dataset label in ``label_format`` (``mpeg_vcm`` or ``oi_mid``)."""
     if label_format not in LABEL_FORMATS:
-        raise ValueError(f"label_format must be one of {sorted(LABEL_FORMATS)}, got {label_format!r}")
+        raise SettingError(f"label_format must be one of {sorted(LABEL_FORMATS)}, got {label_format!r}")
     table = coco_to_openimages()
     return dict(zip(table.coco_name, table[LABEL_FORMATS[label_format]]))
 
@@ -144,15 +145,15 @@ def select_images(names: Sequence[str], num_images: int | None, source: str = "i
     if num_images is None:
         return list(names)
     if int(num_images) < 1:
-        raise ValueError(f"num_images must be >= 1 or null, got {num_images}")
+        raise SettingError(f"num_images must be >= 1 or null, got {num_images}")
     if int(num_images) > len(names):
-        raise ValueError(f"num_images={num_images} but the {source} has only {len(names)} images")
+        raise SettingError(f"num_images={num_images} but the {source} has only {len(names)} images")
     return list(names[: int(num_images)])
 
 
 def _need(value: str | Path | None, setting: str, env: str, what: str) -> Path:
     if value is None or str(value) == "":
-        raise ValueError(
+        raise SettingError(
             f"dataset: {setting} is not set. Set {setting}=... (e.g. dataset.{setting}=/path) or the environment "
             f"variable {env} to {what}")
     return Path(value).expanduser()
@@ -198,10 +199,10 @@ class OpenImagesDataset(DetectionDataset):
         self.images_dir = _need(images_dir, "images_dir", ENV_IMAGES,
                                 f"the folder of the Open Images V6 validation pictures ({OPEN_IMAGES_SOURCE})")
         if not self.annotations_dir.is_dir():
-            raise ValueError(f"dataset: annotations_dir {self.annotations_dir} is not a folder; set it (or "
+            raise SettingError(f"dataset: annotations_dir {self.annotations_dir} is not a folder; set it (or "
                              f"{ENV_ANNOTATIONS}) to {fix_files}")
         if not self.images_dir.is_dir():
-            raise ValueError(f"dataset: images_dir {self.images_dir} is not a folder; set it (or {ENV_IMAGES}) "
+            raise SettingError(f"dataset: images_dir {self.images_dir} is not a folder; set it (or {ENV_IMAGES}) "
                              f"to the folder of the Open Images V6 validation pictures ({OPEN_IMAGES_SOURCE})")
         self.name = name
         self.label_format = label_format

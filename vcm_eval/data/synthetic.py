@@ -70,6 +70,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from vcm_eval.data.base import ImageRecord, check_task
 from vcm_eval.data.coco import CocoDataset
 from vcm_eval.data.images import read_image
+from vcm_eval.errors import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,13 @@ class SyntheticSample:
 
 def _check_style(style: str) -> str:
     if style not in STYLES:
-        raise ValueError(f"unknown synthetic style {style!r}; choose one of {list(STYLES)}")
+        raise SettingError(f"unknown synthetic style {style!r}; choose one of {list(STYLES)}")
     return style
 
 
 def _rng(seed: int, split: str, index: int, style: str = "shapes") -> np.random.Generator:
     if split not in SPLITS:
-        raise ValueError(f"unknown synthetic split {split!r}; choose one of {sorted(SPLITS)}")
+        raise SettingError(f"unknown synthetic split {split!r}; choose one of {sorted(SPLITS)}")
     entropy = [int(seed), SPLITS[split], int(index)]
     if _check_style(style) != "shapes":  # shapes keeps its original stream; other styles get their own
         entropy.append(STYLES.index(style))
@@ -648,7 +649,7 @@ def write_split(folder: str | Path, *, seed: int, split: str, size: int, style: 
     if (folder / "annotations.json").is_file():
         return folder
     if size < 1:
-        raise ValueError(f"a synthetic split needs at least one picture, got size={size}")
+        raise SettingError(f"a synthetic split needs at least one picture, got size={size}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -715,7 +716,7 @@ def write_masks(folder: str | Path, *, seed: int, split: str, style: str = "shap
         made = [(o.class_index + 1, [o.box[0], o.box[1], o.box[2] - o.box[0], o.box[3] - o.box[1]], o.area)
                 for o in objects]
         if listed != made:
-            raise ValueError(f"{source}: the objects of image {image_id} are not those the generator (seed {seed}, "
+            raise SettingError(f"{source}: the objects of image {image_id} are not those the generator (seed {seed}, "
                              f"split {split}, style {style}) makes; delete the folder {folder} to regenerate it")
         for ann, obj in zip(anns, objects):
             ann["segmentation"] = encode_box_mask(obj.mask, obj.box, int(im["height"]), int(im["width"]))
@@ -774,11 +775,11 @@ class SyntheticDataset(CocoDataset):
     def __init__(self, split: str = "val", num_images: int | None = None, root: str | Path | None = None,
                  seed: int = 0, size: int | None = None, style: str = "shapes", task: str = "detection") -> None:
         if split not in SPLITS:
-            raise ValueError(f"unknown synthetic split {split!r}; choose one of {sorted(SPLITS)}")
+            raise SettingError(f"unknown synthetic split {split!r}; choose one of {sorted(SPLITS)}")
         _check_style(style)
         size = DEFAULT_SPLIT_SIZE[split] if size is None else int(size)
         if num_images is not None and num_images > size:
-            raise ValueError(f"synthetic {split} split has {size} pictures but {num_images} were asked for; "
+            raise SettingError(f"synthetic {split} split has {size} pictures but {num_images} were asked for; "
                              f"raise dataset.size to at least {num_images}")
         self.seed, self.split, self.size, self.style = int(seed), split, size, style
         folder = split_folder(root if root is not None else default_root(), seed=seed, split=split, size=size,

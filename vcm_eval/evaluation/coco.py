@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from vcm_eval.data.base import DetectionEvaluator
+from vcm_eval.errors import SettingError
 from vcm_eval.types import Detections
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def class_to_category(class_names: Sequence[str], categories: Sequence[Mapping])
     by_name = {str(c["name"]): int(c["id"]) for c in categories}
     mapping = {i: by_name[n] for i, n in enumerate(class_names) if n in by_name}
     if not mapping:
-        raise ValueError(f"none of the model's classes {list(class_names)[:8]}... is a dataset category "
+        raise SettingError(f"none of the model's classes {list(class_names)[:8]}... is a dataset category "
                          f"{sorted(by_name)[:8]}...; this model was not trained for this dataset's labels")
     return mapping
 
@@ -83,7 +84,7 @@ def to_coco_segm_results(detections: Mapping[int, Detections], mapping: Mapping[
             continue
         rles = dets.mask_rles()
         if rles is None:
-            raise ValueError(f"detections of image {image_id} have no instance masks: segmentation scoring "
+            raise SettingError(f"detections of image {image_id} have no instance masks: segmentation scoring "
                              "(ctc.task=segmentation) needs a model with a mask head (the embedded model has one "
                              "under ctc.task=segmentation, Detectron2's under model=mask_rcnn_*)")
         for rle, score, cls in zip(rles, dets.scores.tolist(), dets.classes.tolist()):
@@ -113,13 +114,13 @@ def check_mask_annotations(ground_truth: Mapping, image_ids: Sequence[int], sour
         what = f"{source}: annotation {ann.get('id')!r} (image {image_id})"
         height, width = sizes.get(image_id, (None, None))
         if not isinstance(height, int) or not isinstance(width, int):
-            raise ValueError(f"{source}: image {image_id} has no integer height and width, which its masks need")
+            raise SettingError(f"{source}: image {image_id} has no integer height and width, which its masks need")
         if "segmentation" not in ann:
-            raise ValueError(f"{what} has no 'segmentation'; segmentation scoring needs a mask for every object "
+            raise SettingError(f"{what} has no 'segmentation'; segmentation scoring needs a mask for every object "
                              "(for the synthetic set: dataset.task=segmentation writes them)")
         problem = check_segmentation(ann["segmentation"], height, width)
         if problem:
-            raise ValueError(f"{what}: corrupt mask: {problem}")
+            raise SettingError(f"{what}: corrupt mask: {problem}")
 
 
 class CocoEvaluator(DetectionEvaluator):

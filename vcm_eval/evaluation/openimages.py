@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from vcm_eval.data.base import DetectionEvaluator
+from vcm_eval.errors import SettingError
 from vcm_eval.evaluation.openimages_files import Category, InputCounts, check_categories, reference_metric_names
 from vcm_eval.types import Detections
 
@@ -118,7 +119,7 @@ def descending_order(scores: np.ndarray, tie_order: str = "later_first") -> np.n
         return np.argsort(scores, kind="stable")[::-1]
     if tie_order == "earlier_first":
         return np.argsort(-scores, kind="stable")
-    raise ValueError(f"tie_order must be one of {TIE_ORDERS}, got {tie_order!r}")
+    raise SettingError(f"tie_order must be one of {TIE_ORDERS}, got {tie_order!r}")
 
 
 def valid_box_mask(boxes: np.ndarray) -> np.ndarray:
@@ -315,7 +316,7 @@ class ChallengeMetric:
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if tie_order not in TIE_ORDERS:
-            raise ValueError(f"tie_order must be one of {TIE_ORDERS}, got {tie_order!r}")
+            raise SettingError(f"tie_order must be one of {TIE_ORDERS}, got {tie_order!r}")
         self.num_classes = int(num_classes)
         self.iou_threshold = float(iou_threshold)
         self.tie_order = tie_order
@@ -396,7 +397,7 @@ class ChallengeMetric:
 def _class_index(labels: pd.Series, index_of: Mapping[str, int], what: str) -> np.ndarray:
     idx = labels.map(index_of)
     if idx.isna().any():
-        raise ValueError(f"{what} label(s) {sorted(set(labels[idx.isna()]))[:5]} are not in the class list")
+        raise SettingError(f"{what} label(s) {sorted(set(labels[idx.isna()]))[:5]} are not in the class list")
     return idx.to_numpy(dtype=np.int64)
 
 
@@ -539,7 +540,7 @@ class OpenImagesEvaluator(DetectionEvaluator):
                 self._class_to_index[k] = index_of[label]
             # A label the ground truth never uses is never verified: dropped as unverified.
         if not any(name in label_of_class for name in self.class_names):
-            raise ValueError(f"none of the model's classes {self.class_names[:8]}... has a label in this "
+            raise SettingError(f"none of the model's classes {self.class_names[:8]}... has a label in this "
                              "dataset; this model was not trained for these classes")
         if unmapped:
             log.info("model classes without an Open Images label (their detections are dropped): %s",

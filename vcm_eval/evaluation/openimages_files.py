@@ -208,7 +208,7 @@ def read_gt_boxes(path: str | Path, *, duplicates: str = "error", counts: InputC
         OpenImagesFormatError: naming the file and lines, for any bad row (see the module docstring).
     """
     if duplicates not in ("error", "keep", "drop"):
-        raise ValueError(f"duplicates must be 'error', 'keep' or 'drop', got {duplicates!r}")
+        raise SettingError(f"duplicates must be 'error', 'keep' or 'drop', got {duplicates!r}")
     path, cols, lines = _read_csv_rows(path, BOX_COLUMNS, "ground-truth box")
     for name in ("ImageID", "LabelName"):
         _check_strings(path, name, cols[name], lines)

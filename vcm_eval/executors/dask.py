@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from vcm_eval.errors import SettingError
 from vcm_eval.executors.base import Executor
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class DaskExecutor(Executor):
         distributed = _require_distributed()
         self._cluster = None
         if address and jobqueue:
-            raise ValueError("executor=dask: give either executor.address or executor.jobqueue, not both")
+            raise SettingError("executor=dask: give either executor.address or executor.jobqueue, not both")
         if address:
             self.client = distributed.Client(address)
         elif jobqueue:
@@ -175,7 +176,7 @@ def make_jobqueue_cluster(settings: dict) -> Any:
     cluster_cls = getattr(dask_jobqueue, kind, None)
     if cluster_cls is None:
         known = sorted(n for n in dir(dask_jobqueue) if n.endswith("Cluster"))
-        raise ValueError(f"executor.jobqueue.kind={kind!r} is not a dask-jobqueue cluster; use one of {known}")
+        raise SettingError(f"executor.jobqueue.kind={kind!r} is not a dask-jobqueue cluster; use one of {known}")
     settings = {k: v for k, v in settings.items() if v is not None}  # null in YAML = the class default
     cluster = cluster_cls(**settings)
     if jobs:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vcm_eval.errors import SettingError
 from vcm_eval.features.quantize import (
     QUANT_SIDE_INFO_BITS,
     RANGE_METHODS,
@@ -77,15 +78,15 @@ class ChainOptions:
 
     def __post_init__(self) -> None:
         if self.range not in RANGE_METHODS:
-            raise ValueError(f"quantiser range {self.range!r} is not one of {list(RANGE_METHODS)}")
+            raise SettingError(f"quantiser range {self.range!r} is not one of {list(RANGE_METHODS)}")
         if self.transform not in (None, "klt", "select"):
-            raise ValueError(f"channel transform {self.transform!r} is not one of klt, select (or null)")
+            raise SettingError(f"channel transform {self.transform!r} is not one of klt, select (or null)")
         self.components = {str(k): int(v) for k, v in (self.components or {}).items()}
         self.downsample = {str(k): int(v) for k, v in (self.downsample or {}).items() if int(v) != 1}
         if self.components and self.transform is None:
-            raise ValueError("components need a channel transform (transform: klt or select)")
+            raise SettingError("components need a channel transform (transform: klt or select)")
         if any(v < 1 for v in self.downsample.values()):
-            raise ValueError(f"downsampling factors must be >= 1, got {self.downsample}")
+            raise SettingError(f"downsampling factors must be >= 1, got {self.downsample}")
         self._bases: dict[str, ChannelBasis] | None = None
         self._basis_sha256: str | None = None
 
@@ -97,7 +98,7 @@ class ChainOptions:
         unknown = set(quantizer) - {"range", "low", "high", "k", "per_channel", "zscore"}
         unknown |= {f"transform.{k}" for k in set(transform) - {"kind", "basis", "components"}}
         if unknown:
-            raise ValueError(f"unknown sample-method options {sorted(unknown)}")
+            raise SettingError(f"unknown sample-method options {sorted(unknown)}")
         kind = transform.get("kind")
         return cls(**quantizer, transform=kind, basis=str(transform.get("basis", "embedded")),
                    components=dict(transform.get("components") or {}), downsample=dict(downsample or {}))
@@ -194,8 +195,8 @@ def encode_samples(level: str, x: np.ndarray, options: ChainOptions, bit_depth: 
         if basis is None or basis.channels != x.shape[0]:
             what = (f"no level {level}" if basis is None
                     else f"{basis.channels} channels at {level}, the model {x.shape[0]}")
-            raise ValueError(f"the channel basis {basis_path(options.basis)} was fitted on another model ({what}); fit "
-                             f"one for this model with `python tools/fit_channel_basis.py model=... --out <file>`")
+            raise SettingError(f"the channel basis {basis_path(options.basis)} was fitted on another model ({what}); "
+                               "fit one for this model with `python tools/fit_channel_basis.py model=... --out <file>`")
         k = options.components.get(level, basis.channels)
         record.update(transform=options.transform, components=k, basis_sha256=options.basis_sha256())
         samples = to_components(samples, basis, k)
@@ -221,7 +222,7 @@ def decode_samples(level: str, q: np.ndarray, params: list[QuantParams], record:
                                        np.asarray(record["zscore"]["sd"], np.float32))
     if "transform" in record:
         if record["basis_sha256"] != options.basis_sha256():
-            raise ValueError(f"the record was coded with channel basis {record['basis_sha256'][:12]}… but the "
+            raise SettingError(f"the record was coded with channel basis {record['basis_sha256'][:12]}… but the "
                              f"entry has {options.basis_sha256()[:12]}… ({options.basis})")
         samples = from_components(samples, options.bases()[level])
     if "downsample" in record:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vcm_eval.errors import SettingError
+
 #: bits of side information per level: min and max as two float32 values.
 QUANT_SIDE_INFO_BITS = 2 * 32
 
@@ -48,7 +50,7 @@ def min_max_params(x: np.ndarray, bit_depth: int = 10) -> QuantParams:
         ValueError: on an empty map, a non-finite value, or a bit depth outside 1..16.
     """
     if not 1 <= bit_depth <= 16:
-        raise ValueError(f"bit_depth must be in 1..16, got {bit_depth}")
+        raise SettingError(f"bit_depth must be in 1..16, got {bit_depth}")
     if x.size == 0:
         raise ValueError("cannot quantise an empty feature map")
     lo, hi = np.float32(np.min(x)), np.float32(np.max(x))
@@ -104,15 +106,15 @@ def range_params(x: np.ndarray, bit_depth: int = 10, *, method: str = "minmax", 
         return full
     if method == "percentile":
         if not 0 <= low < high <= 100:
-            raise ValueError(f"percentile range needs 0 <= low < high <= 100, got low={low}, high={high}")
+            raise SettingError(f"percentile range needs 0 <= low < high <= 100, got low={low}, high={high}")
         lo, hi = np.percentile(x.astype(np.float64), [low, high])
     elif method == "sigma":
         if k <= 0:
-            raise ValueError(f"sigma range needs k > 0, got {k}")
+            raise SettingError(f"sigma range needs k > 0, got {k}")
         mean, sd = float(np.mean(x, dtype=np.float64)), float(np.std(x, dtype=np.float64))
         lo, hi = max(mean - k * sd, full.minimum), min(mean + k * sd, full.maximum)
     else:
-        raise ValueError(f"unknown quantiser range {method!r}; choose one of {list(RANGE_METHODS)}")
+        raise SettingError(f"unknown quantiser range {method!r}; choose one of {list(RANGE_METHODS)}")
     return QuantParams(float(np.float32(lo)), float(np.float32(hi)), bit_depth)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vcm_eval.errors import MissingInputError, SettingError
 from vcm_eval.hashing import file_sha256
 
 
@@ -111,9 +112,9 @@ def to_components(x: np.ndarray, basis: ChannelBasis, k: int) -> np.ndarray:
     """``y = V_k^T (x - mu)``: the first ``k`` components of a (C, H, W) level as float32 (k, H, W)."""
     channels, height, width = x.shape
     if channels != basis.channels:
-        raise ValueError(f"the level has {channels} channels but the basis was fitted on {basis.channels}")
+        raise SettingError(f"the level has {channels} channels but the basis was fitted on {basis.channels}")
     if not 1 <= k <= channels:
-        raise ValueError(f"components must be in 1..{channels}, got {k}")
+        raise SettingError(f"components must be in 1..{channels}, got {k}")
     flat = x.reshape(channels, -1).astype(np.float64) - basis.mean[:, None]
     return (basis.vectors[:, :k].T @ flat).astype(np.float32).reshape(k, height, width)
 
@@ -161,10 +162,10 @@ def load_bases(path: str | Path, kind: str = "klt") -> tuple[dict[str, ChannelBa
         ValueError: the file is not a basis file, or an unknown ``kind``.
     """
     if kind not in ("klt", "select"):
-        raise ValueError(f"unknown channel transform {kind!r}; choose klt or select")
+        raise SettingError(f"unknown channel transform {kind!r}; choose klt or select")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"channel basis {path} not found; fit one with "
+        raise MissingInputError(f"channel basis {path} not found; fit one with "
                                 f"`python tools/fit_channel_basis.py --out {path}`")
     data = path.read_bytes()
     try:
@@ -178,7 +179,7 @@ def load_bases(path: str | Path, kind: str = "klt") -> tuple[dict[str, ChannelBa
                 else:
                     bases[level] = range_selection_basis(mean, npz[f"{level}/minimum"], npz[f"{level}/maximum"])
     except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path} is not a channel-basis file ({exc}); re-create it with "
+        raise SettingError(f"{path} is not a channel-basis file ({exc}); re-create it with "
                          f"`python tools/fit_channel_basis.py --out {path}`") from exc
     info["sha256"] = hashlib.sha256(data).hexdigest()
     return bases, info

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vcm_eval.errors import UserError
+from vcm_eval.errors import SettingError, UserError
 from vcm_eval.types import Detections, SplitFeatures
 
 #: split point -> the levels a split model gives there, finest (stride 4) to coarsest (stride 32)
@@ -59,7 +59,7 @@ def check_split(split: str) -> str:
         ValueError: naming the known ones.
     """
     if split not in SPLIT_LEVELS:
-        raise ValueError(f"unknown split point {split!r}; a split model has {sorted(SPLIT_LEVELS)} "
+        raise SettingError(f"unknown split point {split!r}; a split model has {sorted(SPLIT_LEVELS)} "
                          "(c: after the FPN laterals, p: after the FPN output convolutions)")
     return split
 
@@ -138,8 +138,8 @@ def check_image(image: np.ndarray, *, label: str = "image") -> np.ndarray:
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"{label}: models take RGB uint8 arrays of shape (H, W, 3), got {desc}; "
+        raise SettingError(f"{label}: models take RGB uint8 arrays of shape (H, W, 3), got {desc}; "
                          "read pictures with vcm_eval.data.images.read_image")
     if min(image.shape[:2]) < 2:
-        raise ValueError(f"{label}: picture of {image.shape[1]}x{image.shape[0]} px is too small to detect on")
+        raise SettingError(f"{label}: picture of {image.shape[1]}x{image.shape[0]} px is too small to detect on")
     return image

@@ -58,6 +58,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from vcm_eval.errors import SettingError
 from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, WeightsError, check_image, split_of
 from vcm_eval.types import Detections, SplitFeatures, SplitMeta
 from vcm_eval.weights import SidecarKind, load_with_sidecar
@@ -117,7 +118,7 @@ class EmbeddedArch:
             kw["anchor_sizes"] = tuple(tuple(s) for s in kw["anchor_sizes"])
         unknown = set(kw) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown architecture fields {sorted(unknown)}")
+            raise SettingError(f"unknown architecture fields {sorted(unknown)}")
         return cls(**kw)
 
 
@@ -149,7 +150,7 @@ class MaskHeadArch:
         kw = dict(d)
         unknown = set(kw) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown mask head fields {sorted(unknown)}")
+            raise SettingError(f"unknown mask head fields {sorted(unknown)}")
         if "layers" in kw:
             kw["layers"] = tuple(kw["layers"])
         return cls(**kw)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vcm_eval.errors import SettingError
 from vcm_eval.hashing import file_sha256
 from vcm_eval.models.base import SPLIT_LEVELS, SplitModel, split_of
 from vcm_eval.models.rcnn.box_ops import clip_boxes, nonempty
@@ -282,7 +283,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device (use 'cpu' or 'cuda')") from exc
+        raise SettingError(f"device {device!r} is not a torch device (use 'cpu' or 'cuda')") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here; set model.device=cpu")
+        raise SettingError(f"device {device!r} requested but CUDA is not available here; set model.device=cpu")
     return dev

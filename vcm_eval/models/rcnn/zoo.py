@@ -18,6 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from vcm_eval.errors import SettingError
 from vcm_eval.models.rcnn.coco_classes import COCO_CLASS_NAMES
 
 #: Detectron2's ``_DEFAULT_SCALE_CLAMP``: dw, dh are clamped so a 16 px box grows to at most 1000 px.
@@ -99,7 +100,7 @@ class RCNNConfig:
         """Bottleneck blocks in res2..res5 (Detectron2's ``num_blocks_per_stage``)."""
         table = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
         if self.depth not in table:
-            raise ValueError(f"{self.zoo_name}: bottleneck ResNet depth must be one of {sorted(table)}, "
+            raise SettingError(f"{self.zoo_name}: bottleneck ResNet depth must be one of {sorted(table)}, "
                              f"got {self.depth}")
         return table[self.depth]
 
@@ -107,9 +108,9 @@ class RCNNConfig:
         """A copy at another ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, validated."""
         for key, value in (("min_size_test", min_size_test), ("max_size_test", max_size_test)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+                raise SettingError(f"{key} must be a positive integer, got {value!r}")
         if max_size_test < min_size_test:
-            raise ValueError(f"max_size_test ({max_size_test}) must be >= min_size_test ({min_size_test})")
+            raise SettingError(f"max_size_test ({max_size_test}) must be >= min_size_test ({min_size_test})")
         return dataclasses.replace(self, min_size_test=min_size_test, max_size_test=max_size_test)
 
 
@@ -163,5 +164,5 @@ def get_zoo_config(zoo_name: str) -> RCNNConfig:
         key = key.removeprefix(folder + "/")
     key = key.removesuffix(".yaml")
     if key not in ZOO:
-        raise ValueError(f"unknown Detectron2 zoo model {zoo_name!r}; known: {', '.join(ZOO)}")
+        raise SettingError(f"unknown Detectron2 zoo model {zoo_name!r}; known: {', '.join(ZOO)}")
     return ZOO[key]
