@@ -238,6 +238,16 @@ def test_plan_sweep_disk_projection_matches_what_a_run_leaves(tmp_path, data_roo
     files = {kind: len([p for p in (store / kind).rglob("*") if p.is_file()]) for kind in stored}
     assert plan["files_per_picture"] == pytest.approx({kind: n / 3 for kind, n in files.items()})
     assert plan["memory_per_worker_bytes"] > 0
+    # without a model, from the run's own C-layer files: the coding tasks alone, no detections
+    clayer_files = sorted((tmp_path / "ref-store" / "clayers").rglob("*.npz")) or sorted(store.rglob("*.npz"))
+    assert clayer_files, "the reference run kept its C-layers (keep_features=all)"
+    no_model = tmp_path / "no_model.json"
+    assert _plan_sweep().main([*args, "--clayers", *map(str, clayer_files), "--disk-qps", "all", "--workers", "1",
+                               "--json", str(no_model)]) == 0
+    from_files = json.loads(no_model.read_text())["disk_bytes"]["all"]
+    assert from_files["detections"]["final"] is None
+    for kind in ("clayers", "coded"):
+        assert from_files[kind]["final"] == pytest.approx(stored[kind], rel=0.2), kind
 
 
 # --------------------------------------------------------------------------- C-layers in worker memory

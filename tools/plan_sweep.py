@@ -8,33 +8,32 @@ worker needs.
     python tools/plan_sweep.py ctc=paper codec=vvenc proposal=compensation --workers 1 64 512
     python tools/plan_sweep.py ctc=paper codec=vtm proposal=compensation --clayers x101_image.npz
 
-Arguments of the form key=value are Hydra overrides, exactly as for ``python -m vcm_eval``. The sample
-codes the first ``--sample-images`` pictures of the data set (or the C-layer files given with
-``--clayers``, e.g. written by ``tools/run_detector.py --save-clayers``) at one QP with every feature
-entry, with a fresh bitstream cache so every picture is really encoded. Projections assume the
-sample's mean picture size and seconds per Mpixel for every image and QP (lower QPs code slower), and
-ideal scaling across workers; the anchor and the proposal share their identical encodes (the coarsest
-level, and uncompensated levels) in a real sweep, which the projection counts.
+Arguments of the form key=value are Hydra overrides, exactly as for ``python -m vcm_eval``. The sample is
+the sweep itself on the first ``--sample-images`` pictures of the data set, in this process, from an empty
+store: the same tasks (:mod:`vcm_eval.pipeline.tasks`) write the same objects, so every picture the sweep
+would encode is encoded once, and pictures two entries share (the coarsest level, uncompensated levels)
+are encoded by the first, as in the real sweep. Feature entries code at one QP (``--qp``, default the CTC's
+middle feature QP; entries whose rate points are their own, such as the learned entry's checkpoints, and
+image entries at their middle rate point), or at every QP with ``--disk-qps all``. With ``--clayers``
+(C-layer files, e.g. written by ``tools/run_detector.py --save-clayers``) there is no model: only the
+coding tasks run, and the disk figures leave out detections. Projections assume the sample's mean picture
+size and seconds per Mpixel for every image and QP (lower QPs code slower), and ideal scaling across workers.
 
-Disk: the sample's objects are serialised exactly as the sweep stores them (C-layers, bitstreams with
-their records, coded-feature records, detections on the uncoded C-layers and on the sample's coded
-pictures, and, when the data set is sampled, the image entries' pictures at their middle QP), and
-multiplied by the CTC's pictures, entries and QPs. Bitstreams are measured at one QP (lower QPs make
-larger ones). With ``keep_features=until_done`` no C-layers stay, and at most ``pictures_in_flight``
-pictures hold them at once (docs/scale.md), which bounds the peak. ``--json FILE`` writes every figure.
+Disk: what the sample's sweep stored, per kind, multiplied by the CTC's pictures (and, at one QP, by each
+entry's number of rate points: lower QPs make larger bitstreams). With ``keep_features=until_done`` no
+C-layers stay, and at most ``pictures_in_flight`` pictures hold them at once (docs/scale.md), which bounds
+the peak. ``--json FILE`` writes every figure.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import copy
 import json
-import os
 import resource
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +43,17 @@ import vcm_eval
 from vcm_eval.build import build
 from vcm_eval.cli import USER_ERRORS, build_entries
 from vcm_eval.codecs.base import VideoCodec
-from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.data.base import DetectionDataset
-from vcm_eval.evaluation.distortion import topdown_psnr
-from vcm_eval.methods import CodedFeatures, CodedImage, FeatureCodingMethod, ImageCodingMethod
-from vcm_eval.models.base import SplitModel
-from vcm_eval.pipeline import Retention, StoreSettings, build_model
-from vcm_eval.pipeline.records import clayer_arrays, detection_record, uncompressed_record
-from vcm_eval.store import Store
+from vcm_eval.errors import SettingError
+from vcm_eval.executors.base import LocalExecutor
+from vcm_eval.hashing import file_sha256
+from vcm_eval.methods import CodedFeatures, CodingEntry, FeatureCodingMethod
+from vcm_eval.pipeline import EntrySpec, Retention, StoreSettings, Sweep, build_model
+from vcm_eval.pipeline.chains import chain_for
+from vcm_eval.pipeline.records import clayer_arrays, key
+from vcm_eval.pipeline.tasks import code_features
+from vcm_eval.pipeline.worker import Runtime
+from vcm_eval.store import Store, canonical_json
 from vcm_eval.types import SplitFeatures, SplitMeta
 
 #: store kinds a sweep writes, in the order they are printed
@@ -59,57 +61,19 @@ KINDS = ("clayers", "bitstreams", "coded", "detections")
 
 
 def load_clayers(path: Path) -> SplitFeatures:
-    with np.load(path) as npz:
-        layers = {k: np.asarray(npz[k], np.float32).reshape(npz[k].shape[-3:]) for k in ("c2", "c3", "c4", "c5")}
-    h, w = layers["c2"].shape[1] * 4, layers["c2"].shape[2] * 4
-    return SplitFeatures(layers, SplitMeta((h, w), (h, w), (h, w)))
-
-
-@dataclass
-class Sample:
-    """The sampled pictures: their C-layers, and (unless ``--clayers``) the pictures and the model."""
-
-    features: list[SplitFeatures]
-    pictures: list[np.ndarray] | None = None
-    model: SplitModel | None = None
-
-
-def sample_inputs(cfg, args) -> Sample:
-    """C-layers of the first ``--sample-images`` pictures of the data set, or of the ``--clayers`` files."""
-    if args.clayers:
-        return Sample([load_clayers(p) for p in args.clayers])
-    dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
-    model = build_model(json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True))
-    pictures = [dataset.load(r) for r in dataset.records()[: args.sample_images]]
-    return Sample([model.encode(p) for p in pictures], pictures, model)
-
-
-def features_at(sample: Sample, split: str) -> list[SplitFeatures]:
-    """The sample's features at an entry's split point (the model carries C-layers on, as the sweep does).
+    """C-layers ``c2..c5`` of one ``.npz`` file (``tools/run_detector.py --save-clayers``, or a store's C-layers).
 
     Raises:
-        ValueError: a split other than the C-layers with no model to carry them there (``--clayers``).
+        SettingError: the file is not such a file, naming it.
     """
-    if split == "c":
-        return sample.features
-    if sample.model is None:
-        raise ValueError(f"an entry codes the split point {split!r}: planning it needs the model, which --clayers "
-                         "leaves out; sample pictures of the data set instead")
-    return [sample.model.to_split(feats, split) for feats in sample.features]
-
-
-_KEYS = itertools.count()
-
-
-def stored_size(store: Store, kind: str, obj: dict | None = None, arrays: dict | None = None,
-                refs: int = 0, refers_to: str = "bitstreams") -> int:
-    """Bytes of one object written as the sweep writes it (a JSON record with ``refs`` references to objects of
-    kind ``refers_to`` in its checksum header, or arrays)."""
-    key = f"{next(_KEYS):04d}"
-    if arrays is not None:
-        return os.path.getsize(store.write_arrays(kind, key, arrays))
-    like = [(refers_to, f"{i:064x}", ".json", "0" * 64) for i in range(refs)]  # a key and a sha256 take 64 digits
-    return os.path.getsize(store.write_json(kind, key, obj, refs=like))
+    try:
+        with np.load(path) as npz:
+            layers = {k: np.asarray(npz[k], np.float32).reshape(npz[k].shape[-3:]) for k in ("c2", "c3", "c4", "c5")}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise SettingError(f"{path}: not a C-layer file with arrays c2..c5 ({type(exc).__name__}: {exc}); write one "
+                           "with `python tools/run_detector.py --save-clayers`") from None
+    h, w = layers["c2"].shape[1] * 4, layers["c2"].shape[2] * 4
+    return SplitFeatures(layers, SplitMeta((h, w), (h, w), (h, w)))
 
 
 def project_disk(per_picture: dict[str, float | None], num_images: int,
@@ -147,7 +111,7 @@ def _gb(n: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. ctc=paper codec=vtm")
     parser.add_argument("--sample-images", type=int, default=2)
     parser.add_argument("--clayers", type=Path, nargs="*", help="C-layer .npz files to sample instead of a model")
@@ -158,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                              "sample's); 18.2 for X101-FPN on an 800x1067 picture: 256 x (200x268 + 100x134 + "
                              "50x67 + 25x34) samples. Scales the C-layer and bitstream sizes too")
     parser.add_argument("--disk-qps", choices=("middle", "all"), default="middle",
-                        help="QPs the sample's bitstreams are sized at: the sample QP only, times the number of "
+                        help="QPs the sample is coded at: one QP per entry, its sizes times the entry's number of "
                              "QPs (lower QPs make larger bitstreams: on the embedded CTC this under-states them by "
                              "~20 %%), or every QP of the CTC (exact, but codes the sample once per QP)")
     parser.add_argument("--json", type=Path, help="also write every projected figure to this JSON file")
@@ -170,58 +134,200 @@ def main(argv: list[str] | None = None) -> int:
     retention, feature_memory = settings.retention, settings.feature_memory_bytes
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()
-    entries = [s.entry for s in build_entries(cfg)]
+    specs = build_entries(cfg)
+    entries = [s.entry for s in specs]
     feature_entries = [e for e in entries if isinstance(e, FeatureCodingMethod)]
-    image_entries = [e for e in entries if isinstance(e, ImageCodingMethod)]
     qps = sorted(cfg.ctc.qps.features)
     qp = args.qp if args.qp is not None else qps[len(qps) // 2]
     num_images = cfg.ctc.num_images
     print(f"CTC {cfg.ctc.name}: {num_images} images, codec {codec.name}, feature QPs {qps}, "
           f"entries {[e.name for e in entries]}")
 
-    sample = sample_inputs(cfg, args)
-    features = sample.features
-    mpixel_sample = np.mean([sum(np.prod(_picture_shape(x)) for x in f.layers.values()) / 1e6 for f in features])
+    dataset = None
+    if not args.clayers:
+        dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
+        dataset.records()  # made (a synthetic set is generated) before any memory is measured
+        build_model(canonical_json(OmegaConf.to_container(cfg.model, resolve=True)))  # once per process, cached
+    with tempfile.TemporaryDirectory() as tmp:
+        _, rss_before = peak_rss_bytes()  # children forked before the coding would pass for the encoder's memory
+        sample = (code_clayer_files(args.clayers, specs, codec, qp, args.disk_qps, Store(Path(tmp) / "store"))
+                  if dataset is None else run_sample(cfg, dataset, specs, codec, qp, args.disk_qps,
+                                                     args.sample_images, Store(Path(tmp) / "store")))
+        measured = measure(sample, rss_before)
+    mpixel_sample = measured.clayer_mpixel
     mpixel_per_image = mpixel_sample
-    print(f"sample: {len(features)} image(s), {mpixel_per_image:.2f} Mpixel of packed C-layer pictures per image "
-          f"and rate point, coded at QP {qp}")
+    print(f"sample: {sample.pictures} image(s), {mpixel_per_image:.2f} Mpixel of packed C-layer pictures per image "
+          f"and rate point, {_sample_qps(sample)}")
     if args.mpixel_per_image:
         mpixel_per_image = args.mpixel_per_image
         print(f"projection: {mpixel_per_image:.2f} Mpixel per image and rate point (--mpixel-per-image)")
-
-    measured = measure_sample(codec, feature_entries, image_entries, sample, qp, args.disk_qps)
-    seconds, mpixels, new_share, per_picture = (measured.seconds, measured.mpixels, measured.new_share,
-                                                measured.per_picture)
+    per_picture = measured.per_picture
     scale = mpixel_per_image / mpixel_sample  # C-layer samples and bits grow with the packed picture area
     for kind in ("clayers", "bitstreams"):
         per_picture[kind] *= scale
-    if sample.model is None:
-        names = [e.name for e in image_entries]
+    if not sample.has_model:
+        names = [s.entry.name for s in specs if not isinstance(s.entry, FeatureCodingMethod)]
         print(f"--clayers: no model and no pictures, so the disk figures leave out detections"
               f"{f' and the bitstreams of {names}' if names else ''}")
-    s_per_mpixel = seconds / mpixels
-    print(f"measured: {s_per_mpixel:.2f} s per Mpixel with {codec.name} ({seconds:.1f} s for {mpixels:.2f} Mpixel)")
+    if not measured.mpixels:
+        raise SettingError("the sample encoded no feature picture (every one was in the store already); "
+                           "nothing to time")
+    s_per_mpixel = measured.seconds / measured.mpixels
+    print(f"measured: {s_per_mpixel:.2f} s per Mpixel with {codec.name} ({measured.seconds:.1f} s for "
+          f"{measured.mpixels:.2f} Mpixel)")
 
     chains = {e.name: num_images * len(e.rate_points) for e in feature_entries}
     pictures = {e.name: chains[e.name] * len(getattr(e, "levels", [])) for e in feature_entries}
-    total_mpixel = sum(num_images * len(e.rate_points) * mpixel_per_image * new_share[e.name] for e in feature_entries)
+    total_mpixel = sum(num_images * len(e.rate_points) * mpixel_per_image * measured.new_share.get(e.name, 1.0)
+                       for e in feature_entries)
     core_hours = total_mpixel * s_per_mpixel / 3600
     print(f"tasks: {sum(chains.values())} coding chains ({chains}), {sum(pictures.values())} pictures; "
           f"{total_mpixel:.0f} Mpixel to encode after sharing identical pictures")
     print(f"projected encoder time: {core_hours:.1f} core-hours ({core_hours / 24:.1f} core-days)")
 
-    figures = report_storage(measured, sample, num_images, retention, args.workers, core_hours, feature_memory)
+    figures = report_storage(measured, sample.has_model, num_images, retention, args.workers, core_hours,
+                             feature_memory)
     if args.json:
         args.json.write_text(json.dumps({
-            "ctc": str(cfg.ctc.name), "num_images": num_images, "sample_images": len(features), "qp": qp,
+            "ctc": str(cfg.ctc.name), "num_images": num_images, "sample_images": sample.pictures, "qp": qp,
             "keep_features": retention.keep_features, "core_hours": core_hours, "s_per_mpixel": s_per_mpixel,
             **figures}, indent=1))
     return 0
 
 
 @dataclass
+class PlannedChain:
+    """One coded result of the sample: its entry (with the CTC's rate points), the QP, its two records."""
+
+    entry: CodingEntry
+    qp: int
+    coded_key: str
+    detections_key: str | None
+
+
+@dataclass
+class SampleRun:
+    """The sample's sweep: where it stored what, per picture.
+
+    Attributes:
+        store: the sample's store.
+        clayers: the C-layers' key per picture.
+        uncompressed: the uncoded detections' key per picture (empty without a model).
+        chains: per picture, every coded result in plan order.
+        factors: entry -> how many of its rate points each coded result stands for (1 with ``--disk-qps all``).
+        has_model: detections were made (not ``--clayers``).
+    """
+
+    store: Store
+    clayers: list[str]
+    uncompressed: list[str]
+    chains: list[list[PlannedChain]]
+    factors: dict[str, float]
+    has_model: bool = True
+    qps: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def pictures(self) -> int:
+        return len(self.clayers)
+
+
+def sample_qps(entry: CodingEntry, qp: int, disk_qps: str) -> list[int]:
+    """The QPs the sample codes an entry at: all of them, or one (``qp`` for feature entries coding at the CTC
+    codec's QPs, else the entry's middle rate point)."""
+    if disk_qps == "all":
+        return list(entry.rate_points)
+    if isinstance(entry, FeatureCodingMethod) and entry.codec_qps:
+        return [qp]
+    return [sorted(entry.rate_points)[len(entry.rate_points) // 2]]
+
+
+def _at(entry: CodingEntry, qps: list[int]) -> CodingEntry:
+    """``entry`` with other rate points (its identity, and so every key, leaves them out)."""
+    other = copy.copy(entry)
+    other.rate_points = list(qps)
+    return other
+
+
+class _FirstPictures:
+    """The first ``n`` pictures of a data set, as the sweep reads data sets."""
+
+    def __init__(self, dataset: DetectionDataset, n: int) -> None:
+        self.dataset, self.n, self.name = dataset, n, dataset.name
+
+    def records(self) -> list:
+        return self.dataset.records()[: self.n]
+
+    def fingerprint(self, record) -> str:
+        return self.dataset.fingerprint(record)
+
+
+def run_sample(cfg, dataset: DetectionDataset, specs: list[EntrySpec], codec: VideoCodec, qp: int, disk_qps: str,
+               sample_images: int, store: Store) -> SampleRun:
+    """The sweep of the first ``sample_images`` pictures, in this process, into ``store`` (empty)."""
+    qps = {s.entry.name: sample_qps(s.entry, qp, disk_qps) for s in specs}
+    sampled = [EntrySpec(_at(s.entry, qps[s.entry.name]), s.role) for s in specs]
+    sweep = Sweep(dataset=_FirstPictures(dataset, sample_images), model_cfg=OmegaConf.to_container(cfg.model,
+                  resolve=True), codec=codec, entries=sampled, store=store, executor=LocalExecutor(),
+                  progress=False, model_threads=int(cfg.model_threads))
+    sweep.run()
+    run = SampleRun(store, [], [], [], _factors(specs, qps), qps=qps)
+    for image in sweep.images():
+        keys = sweep.keys(image)
+        run.clayers.append(keys.clayers)
+        run.uncompressed.append(keys.uncompressed)
+        run.chains.append([PlannedChain(s.entry, q, keys.chains[(s.entry.name, q)].coded,
+                                        keys.chains[(s.entry.name, q)].detections)
+                           for s in sampled for q in s.entry.rate_points])
+    return run
+
+
+def code_clayer_files(paths: list[Path], specs: list[EntrySpec], codec: VideoCodec, qp: int, disk_qps: str,
+                      store: Store) -> SampleRun:
+    """Without a model: the C-layer files stored as the extract task stores C-layers, then the feature
+    entries' coding tasks on them (entries coding another split point need the model)."""
+    entries = [s.entry for s in specs if isinstance(s.entry, FeatureCodingMethod)]
+    for entry in entries:
+        if entry.split != "c":
+            raise SettingError(f"entry {entry.name!r} codes the split point {entry.split!r}: planning it needs the "
+                               "model, which --clayers leaves out; sample pictures of the data set instead")
+    qps = {e.name: sample_qps(e, qp, disk_qps) for e in entries}
+    runtime = Runtime(store.url, {}, codec)
+    codec_id = runtime.coder.identity()
+    run = SampleRun(store, [], [], [], _factors(specs, qps), has_model=False, qps=qps)
+    for path in paths:
+        clayers = key("clayers", file_sha256(path), "--clayers")
+        store.write_arrays("clayers", clayers, clayer_arrays(load_clayers(path), 0.0))
+        chains = []
+        for entry in entries:
+            for q in qps[entry.name]:
+                coded = chain_for(entry).keys(None, clayers, entry, q, _NoModel(codec_id)).coded
+                code_features(runtime, path.name, clayers, entry, q, coded)
+                chains.append(PlannedChain(entry, q, coded, None))
+        run.clayers.append(clayers)
+        run.chains.append(chains)
+    return run
+
+
+@dataclass(frozen=True)
+class _NoModel:
+    """The identities a key needs when there is no model (``--clayers``)."""
+
+    codec: dict
+    model: dict = field(default_factory=dict)
+    encoder: dict = field(default_factory=dict)
+
+
+def _factors(specs: list[EntrySpec], qps: dict[str, list[int]]) -> dict[str, float]:
+    return {s.entry.name: len(s.entry.rate_points) / len(qps[s.entry.name]) for s in specs if s.entry.name in qps}
+
+
+def _sample_qps(sample: SampleRun) -> str:
+    return "coded at " + ", ".join(f"{name} QP {'/'.join(map(str, q))}" for name, q in sample.qps.items())
+
+
+@dataclass
 class Measured:
-    """What coding the sample showed: encoder time and sharing, and what a sweep stores per picture."""
+    """What the sample's sweep showed: encoder time and sharing, and what a sweep stores per picture."""
 
     seconds: float
     mpixels: float
@@ -230,82 +336,66 @@ class Measured:
     files_per_picture: dict[str, float]
     encoder_rss: int
     rss_before: int
+    clayer_mpixel: float
 
 
-def measure_sample(codec: VideoCodec, feature_entries: list[FeatureCodingMethod],
-                   image_entries: list[ImageCodingMethod], sample: Sample, qp: int, disk_qps: str) -> Measured:
-    """Code the sample at ``qp`` with every feature entry: timed with a fresh cache, then again with one
-    cache shared by all entries (what a sweep stores); code it with the image entries; size every object a
-    sweep stores per picture."""
-    seconds, mpixels, new_share = 0.0, 0.0, {}
-    # children forked before the coding (ldconfig from a big process) would pass for the encoder's memory
-    _, rss_before = peak_rss_bytes()
-    with tempfile.TemporaryDirectory() as tmp:
-        shared = CachedCodec(codec, Store(Path(tmp) / "shared"))
-        bitstreams = _Growth(Path(tmp) / "shared" / "bitstreams", len(sample.features), disk_qps)
-        coded_sample: dict[str, list[CodedFeatures]] = {}
-        for entry in feature_entries:
-            coded_new = coded_all = 0
-            for i, feats in enumerate(features_at(sample, entry.split)):
-                fresh = CachedCodec(codec, Store(Path(tmp) / f"{entry.name}-{i}"))
-                t0 = time.perf_counter()
-                coded = entry.encode(feats, qp, fresh, label=f"sample {i}")
-                elapsed = time.perf_counter() - t0
-                seconds += sum(level.encode_s for level in coded.levels.values()) or elapsed
-                mpixels += sum(np.prod(_geometry_shape(level.geometry)) for level in coded.levels.values()) / 1e6
-                again = entry.encode(feats, qp, shared, label=f"sample {i}")  # what a sweep shares
-                coded_sample.setdefault(entry.name, []).append(again)
-                sizes = {k: np.prod(_geometry_shape(v.geometry)) for k, v in again.levels.items()}
-                coded_all += sum(sizes.values())
-                coded_new += sum(sizes[k] for k, v in again.levels.items() if not v.from_cache)
-                for other in _other_qps(entry.rate_points, qp, disk_qps):
-                    entry.encode(feats, other, shared, label=f"sample {i}")
-            new_share[entry.name] = coded_new / max(coded_all, 1)
-            bitstreams.add(entry.rate_points)
-        decoded: dict[str, list[tuple[np.ndarray, CodedImage]]] = {}
-        for entry in image_entries if sample.pictures else []:
-            middle = _middle(entry.rate_points)
-            for i, picture in enumerate(sample.pictures):
-                decoded.setdefault(entry.name, []).append(entry.code(picture, middle, shared, label=f"sample {i}"))
-                for other in _other_qps(entry.rate_points, middle, disk_qps):
-                    entry.code(picture, other, shared, label=f"sample {i}")
-            bitstreams.add(entry.rate_points)
-        per_picture = disk_per_picture(sample, feature_entries, image_entries, coded_sample, decoded, shared,
-                                       Store(Path(tmp) / "sizes"))
-    per_picture["bitstreams"] = bitstreams.bytes
+def measure(sample: SampleRun, rss_before: int) -> Measured:
+    """Encoder time per Mpixel of the feature pictures the sample encoded, each entry's share of pictures not
+    shared with an entry before it, and the bytes and files of every kind per picture (each coded result's
+    objects times the rate points it stands for)."""
+    store, n = sample.store, sample.pictures
+    seconds = mpixels = 0.0
+    coded_px: dict[str, float] = {}
+    new_px: dict[str, float] = {}
+    sizes = dict.fromkeys(KINDS, 0.0)
+    files = dict.fromkeys(KINDS, 0.0)
+    seen: set[str] = set()
+    clayer_mpixel = 0.0
+    for p in range(n):
+        arrays = store.read_arrays("clayers", sample.clayers[p])
+        clayer_mpixel += sum(np.prod(_picture_shape(arrays[k])) for k in arrays if k[:1] in "cp" and
+                             k[1:].isdigit()) / 1e6
+        sizes["clayers"] += _size(store, "clayers", sample.clayers[p], ".npz")
+        files["clayers"] += 1
+        if sample.has_model:
+            sizes["detections"] += _size(store, "detections", sample.uncompressed[p], ".json")
+            files["detections"] += 1
+        for planned in sample.chains[p]:
+            entry, factor = planned.entry, sample.factors[planned.entry.name]
+            coded = chain_for(entry).coded_type.from_dict(store.read_json("coded", planned.coded_key))
+            sizes["coded"] += factor * _size(store, "coded", planned.coded_key, ".json")
+            files["coded"] += factor
+            if planned.detections_key is not None:
+                sizes["detections"] += factor * _size(store, "detections", planned.detections_key, ".json")
+                files["detections"] += factor
+            for bitstream in dict.fromkeys(coded.bitstream_keys()):
+                if bitstream not in seen:
+                    seen.add(bitstream)
+                    sizes["bitstreams"] += factor * (_size(store, "bitstreams", bitstream, ".bin")
+                                                     + _size(store, "bitstreams", bitstream, ".json"))
+                    files["bitstreams"] += 2 * factor
+            if isinstance(coded, CodedFeatures):
+                for level in coded.levels.values():
+                    px = float(np.prod(_geometry_shape(level.geometry)))
+                    coded_px[entry.name] = coded_px.get(entry.name, 0.0) + px
+                    if not level.from_cache:
+                        new_px[entry.name] = new_px.get(entry.name, 0.0) + px
+                        seconds += level.encode_s
+                        mpixels += px / 1e6
+    per_picture: dict[str, float | None] = {kind: sizes[kind] / n for kind in KINDS}
+    if not sample.has_model:
+        per_picture["detections"] = None
     _, rss_after = peak_rss_bytes()
-    entries = [*feature_entries, *image_entries]
-    files_per_picture = {"clayers": 1.0, "bitstreams": bitstreams.files,
-                         "coded": float(sum(len(e.rate_points) for e in entries)),
-                         "detections": 1.0 + sum(len(e.rate_points) for e in entries)}
-    return Measured(seconds, mpixels, new_share, per_picture, files_per_picture,
-                    rss_after if rss_after > rss_before else 0, rss_before)
+    return Measured(seconds, mpixels, {name: new_px.get(name, 0.0) / px for name, px in coded_px.items()},
+                    per_picture, {kind: files[kind] / n for kind in KINDS},
+                    rss_after if rss_after > rss_before else 0, rss_before, clayer_mpixel / n)
 
 
-class _Growth:
-    """Bytes and files a folder gains per picture, entry by entry, over each entry's QPs (measured at every
-    QP, or at one and multiplied)."""
-
-    def __init__(self, folder: Path, pictures: int, disk_qps: str) -> None:
-        self.folder, self.pictures, self.disk_qps = folder, pictures, disk_qps
-        self.bytes = self.files = 0.0
-        self._seen = (0, 0)
-
-    def add(self, rate_points: list[int]) -> None:
-        """Count what the folder gained since the last call, for an entry with these rate points."""
-        files = [os.path.join(d, f) for d, _, names in os.walk(self.folder) for f in names]
-        now = (sum(os.path.getsize(f) for f in files), len(files))
-        factor = (1 if self.disk_qps == "all" else len(rate_points)) / self.pictures
-        self.bytes += (now[0] - self._seen[0]) * factor
-        self.files += (now[1] - self._seen[1]) * factor
-        self._seen = now
+def _size(store: Store, kind: str, name: str, suffix: str) -> int:
+    return Path(store.path(kind, name, suffix)).stat().st_size
 
 
-def _middle(rate_points: list[int]) -> int:
-    return sorted(rate_points)[len(rate_points) // 2]
-
-
-def report_storage(measured: Measured, sample: Sample, num_images: int, retention: Retention, workers: list[int],
+def report_storage(measured: Measured, has_model: bool, num_images: int, retention: Retention, workers: list[int],
                    core_hours: float, feature_memory_bytes: float = 0.0) -> dict:
     """Print the store's disk per kind and policy, wall time and peak per workers count, files and memory
     per worker (with the C-layers a worker keeps, ``store.feature_memory_mb``, as many pictures as fit);
@@ -325,7 +415,7 @@ def report_storage(measured: Measured, sample: Sample, num_images: int, retentio
     print(f"files: {files:.0f} per picture, {num_images * files:.0f} in all; a filesystem with 4 KiB blocks rounds "
           f"each up: up to {_gb(files * 4096)} more per picture ({_gb(num_images * files * 4096)} in all)")
     own, child = peak_rss_bytes()[0], measured.encoder_rss
-    work = "model, C-layers, coding chain, decoder side" if sample.model else "C-layer files, coding chain, no model"
+    work = "model, C-layers, coding chain, decoder side" if has_model else "C-layer files, coding chain, no model"
     encoder = _gb(child) if child else "none" + (f" (or one below {_gb(measured.rss_before)})" if measured.rss_before
                                                   else "")
     clayers = per_picture.get("clayers", 0.0)
@@ -340,53 +430,8 @@ def report_storage(measured: Measured, sample: Sample, num_images: int, retentio
             "memory_per_worker_bytes": own + child + kept}
 
 
-def _other_qps(rate_points: list[int], qp: int, disk_qps: str) -> list[int]:
-    """The entry's QPs besides the sample's, when the bitstreams are sized at every QP."""
-    return [q for q in rate_points if q != qp] if disk_qps == "all" else []
-
-
 def _window(retention: Retention, workers: int) -> int:
     return Retention("until_done", retention.pictures_in_flight).window(workers)
-
-
-def disk_per_picture(sample: Sample, feature_entries: list[FeatureCodingMethod],
-                     image_entries: list[ImageCodingMethod], coded_sample: dict[str, list[CodedFeatures]],
-                     decoded: dict[str, list[tuple[np.ndarray, CodedImage]]], shared: CachedCodec,
-                     sizes: Store) -> dict[str, float | None]:
-    """Bytes of C-layers, coded records and detections the store gains per picture, over every entry and QP
-    of the CTC, sized on the sample at one QP. Detections need the model: None without it (``--clayers``)."""
-    n = len(sample.features)
-    clayers = sum(stored_size(sizes, "clayers", arrays=clayer_arrays(f, 0.1)) for f in sample.features) / n
-    coded = sum(stored_size(sizes, "coded", c.to_dict(), refs=len(c.levels)) * len(e.rate_points) / n
-                for e in feature_entries for c in coded_sample[e.name])
-    model = sample.model
-    if model is None:
-        return {"clayers": clayers, "coded": coded, "detections": None}
-    detections = 0.0
-    for i, feats in enumerate(sample.features):
-        t0 = time.perf_counter()
-        dets = model.decode(feats)
-        took = time.perf_counter() - t0  # stands in for both stage times: a float takes as many characters
-        detections += stored_size(sizes, "detections", uncompressed_record(f"{i}", feats, dets, took, took))
-        for entry in feature_entries:
-            c = coded_sample[entry.name][i]
-            t0 = time.perf_counter()
-            reconstruction = entry.decode(c, shared)
-            t1 = time.perf_counter()
-            psnr = topdown_psnr(feats, reconstruction) if entry.split == "c" else {}  # as the sweep's detect task
-            record = detection_record(f"{i}", c, model.decode(reconstruction), t1 - t0, time.perf_counter() - t1,
-                                      c.meta.original_size, {"topdown_psnr": psnr} if psnr else {})
-            detections += stored_size(sizes, "detections", record, refs=1, refers_to="coded") * len(entry.rate_points)
-    for entry in image_entries:
-        for i, (picture, (decoded_picture, coding)) in enumerate(zip(sample.pictures, decoded[entry.name])):
-            t0 = time.perf_counter()
-            found = model.detect(decoded_picture)
-            record = detection_record(f"{i}", coding, found, coding.decode_s, time.perf_counter() - t0,
-                                      picture.shape[:2])
-            # an image entry stores its coded result beside its detections
-            detections += (stored_size(sizes, "detections", record, refs=1, refers_to="coded")
-                           + stored_size(sizes, "coded", coding.to_dict(), refs=1)) * len(entry.rate_points)
-    return {"clayers": clayers, "coded": coded, "detections": detections / n}
 
 
 def print_disk(per_picture: dict[str, float | None], keep_all: dict, until_done: dict | None, window: int | None,
