@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.columns import LEVEL_BITS, LEVEL_PSNR, LEVEL_QP, SIDE_INFO_BITS, level_column
 from vcm_eval.errors import SettingError
 from vcm_eval.types import SplitFeatures, SplitMeta
 
@@ -135,10 +136,11 @@ class CodedFeatures(CodedResult):
         """``bits_<level>``, ``qp_<level>`` (the rate point plus the entry's offset), ``side_info_bits``,
         ``psnr_<level>``."""
         levels = sorted(self.levels.items())
-        return {**{f"bits_{name}": level.num_bits for name, level in levels},
-                **{f"qp_{name}": self.rate_point if level.qp is None else level.qp for name, level in levels},
-                "side_info_bits": self.side_info_bits,
-                **{f"psnr_{name}": level.psnr_db for name, level in levels}}
+        return {**{level_column(LEVEL_BITS, name): level.num_bits for name, level in levels},
+                **{level_column(LEVEL_QP, name): self.rate_point if level.qp is None else level.qp
+                   for name, level in levels},
+                SIDE_INFO_BITS: self.side_info_bits,
+                **{level_column(LEVEL_PSNR, name): level.psnr_db for name, level in levels}}
 
     def to_dict(self) -> dict:
         return {

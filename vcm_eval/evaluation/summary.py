@@ -8,12 +8,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from vcm_eval.columns import LEVEL_QP, PSNR_PREFIXES, RATE_PREFIXES, STAGE_COLUMNS
 from vcm_eval.data.base import DetectionEvaluator
 from vcm_eval.evaluation.bd_rate import Curve, bd_accuracy, bd_rate
 from vcm_eval.types import Detections
-
-#: per-stage times summed over images in the summary (the CTC result CSV's columns).
-STAGE_COLUMNS = ("nn_part_1_s", "encode_s", "decode_s", "nn_part_2_s")
 
 
 def summarize(per_image: pd.DataFrame, detections: Mapping[tuple[str, int | None], Mapping[str, Detections]],
@@ -32,13 +30,13 @@ def summarize(per_image: pd.DataFrame, detections: Mapping[tuple[str, int | None
                "num_bits": _mean(group.get("num_bits")), "avg_bpp": _mean(group.get("bpp"))}
         row.update({k: v for k, v in metrics.items() if np.isscalar(v)})
         for column in sorted(group.columns):
-            if column.startswith("qp_") and group[column].notna().any():
+            if column.startswith(LEVEL_QP) and group[column].notna().any():
                 row[column] = int(group[column].dropna().iloc[0])  # one QP per level and rate point
         for column in sorted(group.columns):
-            if column.startswith(("bits_", "side_info_bits")):
+            if column.startswith(RATE_PREFIXES):
                 row[column] = _mean(group[column])
         for column in sorted(group.columns):
-            if column.startswith(("psnr_", "topdown_psnr_")):
+            if column.startswith(PSNR_PREFIXES):
                 row[column] = _mean(group[column])
         for column in STAGE_COLUMNS:
             row[column] = float(group[column].fillna(0).sum()) if column in group else 0.0

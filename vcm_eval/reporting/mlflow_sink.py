@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from vcm_eval.columns import LEVEL_BITS, LEVEL_QP, PSNR_PREFIXES, STAGE_COLUMNS
+
 log = logging.getLogger(__name__)
 
 #: MLflow rejects longer parameter values; longer ones are cut and marked.
@@ -156,7 +158,7 @@ def _log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mappi
             run_ids.append(child.info.run_id)
             ordered = rows.sort_values("qp")
             level_qps = [Param(f"qps_{c[3:]}", ",".join(str(int(q)) for q in ordered[c]))  # actual QP per level
-                         for c in ordered.columns if c.startswith("qp_") and ordered[c].notna().all()]
+                         for c in ordered.columns if c.startswith(LEVEL_QP) and ordered[c].notna().all()]
             client.log_batch(child.info.run_id,
                              params=[Param("qps", ",".join(str(int(q)) for q in ordered["qp"])), *level_qps])
             metrics = []
@@ -164,8 +166,8 @@ def _log_run(*, tracking_uri: str, experiment: str, run_name: str, params: Mappi
                 step = int(row["qp"])
                 values = {"bpp": row["avg_bpp"], "num_bits": row["num_bits"],
                           **{c: row[c] for c in metric_columns},
-                          **{c: row[c] for c in row.index if c.startswith(("bits_", "psnr_", "topdown_psnr_"))},
-                          **{c: row[c] for c in ("encode_s", "decode_s", "nn_part_1_s", "nn_part_2_s")}}
+                          **{c: row[c] for c in row.index if c.startswith((LEVEL_BITS, *PSNR_PREFIXES))},
+                          **{c: row[c] for c in STAGE_COLUMNS}}
                 metrics += [metric(k, v, step) for k, v in values.items() if _finite(v)]
             for chunk in _batches(metrics, 900):
                 client.log_batch(child.info.run_id, metrics=chunk)

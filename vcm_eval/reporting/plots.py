@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from vcm_eval.columns import LEVEL_BITS, SIDE_INFO_BITS, level_column  # noqa: E402
+
 #: stacking order of the per-level bits: C-layer entries' levels, then P-layer entries' (each entry has one set)
 _LEVEL_ORDER = ("c5", "c4", "c3", "c2", "p5", "p4", "p3", "p2")
 
@@ -44,7 +46,7 @@ def rate_accuracy_plot(path: Path, summary: pd.DataFrame, *, metric: str, metric
 
 def rate_split_plot(path: Path, summary: pd.DataFrame, *, title: str) -> Path | None:
     """Stacked bars of the mean bits per image of each level (and side information), per QP and entry."""
-    level_cols = [f"bits_{lv}" for lv in _LEVEL_ORDER if f"bits_{lv}" in summary.columns]
+    level_cols = [c for c in (level_column(LEVEL_BITS, lv) for lv in _LEVEL_ORDER) if c in summary.columns]
     if not level_cols:
         return None
     coded = summary[summary["qp"].notna() & summary[level_cols].notna().any(axis=1)]
@@ -52,7 +54,7 @@ def rate_split_plot(path: Path, summary: pd.DataFrame, *, title: str) -> Path | 
         return None
     entries = list(dict.fromkeys(coded["entry"]))
     fig, axes = plt.subplots(1, len(entries), figsize=(4.2 * len(entries), 4.2), dpi=120, sharey=True, squeeze=False)
-    columns = level_cols + (["side_info_bits"] if "side_info_bits" in coded else [])
+    columns = level_cols + ([SIDE_INFO_BITS] if SIDE_INFO_BITS in coded else [])
     colors = plt.get_cmap("viridis")([i / max(1, len(columns) - 1) for i in range(len(columns))])
     for ax, entry in zip(axes[0], entries):
         rows = coded[coded["entry"] == entry].sort_values("qp")
@@ -61,7 +63,7 @@ def rate_split_plot(path: Path, summary: pd.DataFrame, *, title: str) -> Path | 
         for column, color in zip(columns, colors):
             values = (rows[column].fillna(0) / 1000.0).tolist()
             ax.bar(positions, values, bottom=bottom, color=color,
-                   label=column.replace("bits_", "").replace("_", " "))
+                   label=column.replace(LEVEL_BITS, "").replace("_", " "))
             bottom = [b + v for b, v in zip(bottom, values)]
         ax.set_xticks(positions, [str(int(q)) for q in rows["qp"]])
         ax.set_title(entry)

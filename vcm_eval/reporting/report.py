@@ -27,8 +27,9 @@ from typing import Any
 
 import pandas as pd
 
+from vcm_eval.columns import STAGE_COLUMNS
 from vcm_eval.errors import SettingError
-from vcm_eval.evaluation.summary import STAGE_COLUMNS, bd_table
+from vcm_eval.evaluation.summary import bd_table
 from vcm_eval.reporting.plots import rate_accuracy_plot, rate_split_plot
 from vcm_eval.reporting.tables import write_result_tables, write_run_tables
 from vcm_eval.reporting.xlsx import write_workbook

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from vcm_eval.columns import LEVEL_PREFIXES, STAGE_COLUMNS
+
 _ENTRY_COLUMNS = ["qp", "num_images", "num_bits", "avg_bpp"]
 
 
 def _entry_sheet(summary: pd.DataFrame, entry: str, metric_columns: list[str]) -> pd.DataFrame:
     rows = summary[summary["entry"] == entry].sort_values("qp")
-    extra = [c for c in rows.columns if c.startswith(("qp_", "bits_", "side_info_bits", "psnr_", "topdown_psnr_"))]
-    times = [c for c in ("nn_part_1_s", "encode_s", "decode_s", "nn_part_2_s") if c in rows.columns]
+    extra = [c for c in rows.columns if c.startswith(LEVEL_PREFIXES)]
+    times = [c for c in STAGE_COLUMNS if c in rows.columns]
     columns = [c for c in _ENTRY_COLUMNS + metric_columns + extra + times if c in rows.columns]
     return rows[columns].dropna(axis=1, how="all").reset_index(drop=True)
 
