@@ -28,7 +28,8 @@ so ``decode(encode(x))`` equals the unsplit torchvision forward bit for bit. At 
 shapes (32 channels each), so P-layer pictures are as large as C-layer pictures; "pool" (P6) is derived
 by the receiver from P5, and ``decode(to_split(encode(x), "p"))`` is the unsplit forward bit for bit too.
 
-Masks (``task="segmentation"``, ``conf/model/embedded_mask.yaml``): torchvision's Mask R-CNN branch
+Masks (``task="segmentation"`` in ``conf/model/embedded.yaml``, set by ``ctc=embedded_segmentation``; the
+branch's weights are ``mask_weights``): torchvision's Mask R-CNN branch
 (:class:`MaskHeadArch`: ``MultiScaleRoIAlign`` 14x14 with the box head's level rule, ``MaskRCNNHeads``,
 ``MaskRCNNPredictor``) is attached to the same network. It was trained on top of the frozen shipped detector
 (``tools/train_embedded_mask_head.py``), so backbone, FPN, RPN and box head are those of ``embedded.pth``: the
@@ -318,7 +319,7 @@ class EmbeddedDetector(SplitModel):
     Example::
 
         >>> model = build_embedded_model()
-        >>> feats = model.encode(rgb)                  # {c2..c5}: (64, H/4..H/32, W/4..W/32) float32
+        >>> feats = model.encode(rgb)                  # {c2..c5}: (32, H/4..H/32, W/4..W/32) float32
         >>> dets = model.decode(feats)                 # boxes in rgb's pixel coordinates
     """
 
