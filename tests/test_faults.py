@@ -26,7 +26,7 @@ import vcm_eval
 from vcm_eval.cli import ReportWriteError, run
 from vcm_eval.pipeline import SweepError, SweepInterrupted
 from vcm_eval.run_folders import unique_dir
-from vcm_eval.store import DAMAGED
+from vcm_eval.store import DAMAGED, decode_record
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -135,6 +135,11 @@ def test_a_deleted_object_of_every_kind_is_recomputed(tmp_path, data_root, clean
     for kind, suffix, index in (("bitstreams", ".json", 0), ("bitstreams", ".bin", 3), ("coded", ".json", 1),
                                 ("detections", ".json", 2), ("clayers", ".npz", 0)):
         sorted((store / kind).rglob(f"*{suffix}"))[index].unlink()
+    # the coded record of an image entry too (its task writes it and its detections): its stale detections go
+    image_coded = [p for p in sorted((store / "coded").rglob("*.json"))
+                   if "bitstream" in json.loads(decode_record(p.read_bytes())[1])]
+    assert image_coded, "the clean run has an image entry"
+    image_coded[0].unlink()
     assert rerun(tmp_path, data_root).equals(reference)
     # healed: a second run finds everything and computes nothing
     again = run(compose_cfg(*overrides(tmp_path, data_root)), tmp_path / "again")
@@ -343,7 +348,9 @@ def test_ctrl_c_counts_what_is_in_the_store_and_the_same_command_resumes(tmp_pat
     with pytest.raises(SweepInterrupted) as info:
         run(cfg, tmp_path / "run")
     store = tmp_path / "store"
-    records_written = len(list(store.glob("detections/*/*.json"))) + len(list(store.glob("coded/*/*.json")))
+    # each finished task left one detection record, or (a feature coding task) one coded record of features
+    features = [p for p in store.glob("coded/*/*.json") if "levels" in json.loads(decode_record(p.read_bytes())[1])]
+    records_written = len(list(store.glob("detections/*/*.json"))) + len(features)
     assert info.value.total == 14 and info.value.signum == signal.SIGINT
     assert info.value.finished == records_written > 0  # each finished task left one record (extract: with C-layers)
     assert f"{info.value.finished} of 14 tasks are finished and kept in the store" in str(info.value)

@@ -46,7 +46,9 @@ def finished_nodes(nodes: Sequence[Node], exists: Callable[[Obj], bool]) -> set[
     unfinished reader: deleted C-layers of a picture that is done are no work to redo, but they are
     needed again as soon as one task reading them is not done (an interrupted sweep, a new entry).
     """
-    finished = {n.key for n in nodes if all(exists(o) for o in n.outputs)}
+    # every output is looked at (no short cut): an unusable one is set aside by ``exists``, so that a task with
+    # two outputs whose first is gone does not keep a second that refers to it
+    finished = {n.key for n in nodes if all([exists(o) for o in n.outputs])}
     wanted = {o for n in nodes if n.key not in finished for o in n.reads}
     return {n.key for n in nodes
             if n.key in finished and all(o not in wanted or exists(o) for o in n.transient)}
