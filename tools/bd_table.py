@@ -20,7 +20,6 @@ import argparse
 import csv
 import json
 import math
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -139,18 +138,10 @@ def render(results: Path = RESULTS) -> str:
 
 
 def machine_fingerprint() -> dict[str, str]:
-    """The CPU float results depend on: model name and the SIMD level torch dispatches to."""
-    import torch
+    """The CPU float results depend on (:func:`vcm_eval.machine.cpu_fingerprint`), and who recorded it."""
+    from vcm_eval.machine import cpu_fingerprint
 
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"machine": platform.machine(), "cpu": model or platform.processor(),
-            "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "torch": torch.__version__,
-            "note": "recorded by tools/bd_table.py --add on the machine that made the run"}
+    return {**cpu_fingerprint(), "note": "recorded by tools/bd_table.py --add on the machine that made the run"}
 
 
 def add(name: str, run_dir: Path, results: Path = RESULTS) -> Path:
