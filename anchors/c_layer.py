@@ -3,9 +3,12 @@
 The network is split after the FPN lateral 1x1 convolutions. Each level ``Ck`` (k = 2..5) is, on
 its own:
 
-1. min-max quantised to N bits (10 by default) with one (min, max) pair per level;
-2. packed, channel by channel in index order, into one monochrome picture (16 x 16 tiles for 256
-   channels);
+1. min-max quantised to N bits (10 in the CTC), one (min, max) pair per level, sent as side information::
+
+       q = round((C - min C) / (max C - min C) * (2^N - 1)),   C^ = q / (2^N - 1) * (max C - min C) + min C
+
+2. packed, channel by channel in index order, into one monochrome picture (the most square grid of tiles:
+   16 x 16 for 256 channels, 4 x 8 for the embedded model's 32);
 3. coded as a 4:0:0 picture with the CTC's codec (All-Intra, fixed QP: the rate point, plus an optional
    per-level offset, ``qp_offsets``, none in the CTC's anchor);
 
@@ -13,14 +16,14 @@ and the receiver decodes, unpacks and dequantises each level and runs the rest o
 the reconstructions. Coding error of a coarse level reaches every finer level through the FPN's
 top-down sums — the weakness the compensation proposal addresses.
 
-Training-free sample methods (``quantizer``, ``transform``, ``downsample``; :mod:`vcm_eval.features.chain`)
-sit between steps 1 and 2 when an entry's YAML switches them on; all are off in the CTC's anchor.
+Step 1 is the one place entries built on this one change (:meth:`CLayerAnchor.quantise_level`): the
+training-free sample methods of :mod:`proposals.feature_chain` replace it with their chain.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,17 +31,30 @@ from vcm_eval.codecs.base import FrameSpec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.errors import SettingError
 from vcm_eval.evaluation.bitrate import feature_side_info_bits, psnr_db
-from vcm_eval.features import PackingGeometry, pack_channels, unpack_channels
-from vcm_eval.features.chain import (
-    ChainOptions,
-    decode_samples,
-    encode_samples,
-    params_from_record,
-    params_to_record,
-    side_info_bits,
+from vcm_eval.features import (
+    PackingGeometry,
+    QuantParams,
+    dequantize,
+    min_max_params,
+    pack_channels,
+    quantize,
+    unpack_channels,
 )
 from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
 from vcm_eval.types import Frame, SplitFeatures
+
+
+class QuantisedLevel(NamedTuple):
+    """One level made ready to pack: its integers and what the receiver needs to invert them."""
+
+    samples: np.ndarray
+    """(C', H', W') integers in ``[0, 2^N - 1]``."""
+    quant: dict[str, Any]
+    """The quantiser's range record (``{minimum, maximum, bit_depth}`` for the anchor's one range)."""
+    methods: dict[str, Any] | None = None
+    """What sample methods did before quantising (``None`` for the anchor)."""
+    side_info_bits: int = 0
+    """Side information beyond the level's one range, which :func:`feature_side_info_bits` counts."""
 
 
 class CLayerAnchor(FeatureCodingMethod):
@@ -50,13 +66,7 @@ class CLayerAnchor(FeatureCodingMethod):
         bit_depth: quantiser and picture bit depth (10 in the CTC).
         levels: levels coded, coarse to fine; every level the model's decoder needs.
         qp_offsets: per-level QP offsets, ``{"c2": -3, "c5": 2}``: level ``l`` is coded at rate point
-            ``+ qp_offsets[l]`` (0 for levels not named). Empty (the CTC's anchor) leaves the entry's identity,
-            and so every cache key and result, as they were before offsets existed.
-        quantizer: the quantiser's range, ``{range: percentile, low: 0.1, high: 99.9}``, ``{range: sigma, k: 4}``,
-            ``per_channel: true``, ``zscore: true`` (:class:`~vcm_eval.features.chain.ChainOptions`); null = min-max.
-        transform: a channel transform, ``{kind: klt, basis: embedded, components: {c2: 16}}`` (or
-            ``kind: select``, range-based channel truncation); null = none.
-        downsample: per-level resolution reduction, ``{c2: 2}``; null = none.
+            ``+ qp_offsets[l]`` (0 for levels not named; none in the CTC's anchor).
 
     Example::
 
@@ -66,24 +76,15 @@ class CLayerAnchor(FeatureCodingMethod):
     """
 
     def __init__(self, *, name: str = "c_layer", rate_points: Sequence[int], bit_depth: int = 10,
-                 levels: Sequence[str] = ("c5", "c4", "c3", "c2"), qp_offsets: Mapping[str, int] | None = None,
-                 quantizer: Mapping[str, Any] | None = None, transform: Mapping[str, Any] | None = None,
-                 downsample: Mapping[str, int] | None = None) -> None:
+                 levels: Sequence[str] = ("c5", "c4", "c3", "c2"),
+                 qp_offsets: Mapping[str, int] | None = None) -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth)
-        try:
-            self.chain = ChainOptions.of(quantizer, transform, downsample)
-        except (TypeError, ValueError) as exc:
-            raise SettingError(f"{name}: {exc}") from exc
-        for option, named in (("components", self.chain.components), ("downsample", self.chain.downsample)):
-            stray = sorted(set(named) - set(levels))
-            if stray:
-                raise SettingError(f"{name}: {option} name levels {stray} that are not coded ({list(levels)})")
         self.levels = list(levels)
         offsets = {str(k): int(v) for k, v in (qp_offsets or {}).items()}
         unknown = sorted(set(offsets) - set(self.levels))
         if unknown:
             raise SettingError(f"{name}: qp_offsets name levels {unknown} that are not coded ({self.levels})")
-        self._qp_offsets = {k: v for k, v in offsets.items() if v != 0}
+        self._qp_offsets = {k: v for k, v in sorted(offsets.items()) if v != 0}
 
     @property
     def qp_offsets(self) -> dict[str, int]:
@@ -94,35 +95,33 @@ class CLayerAnchor(FeatureCodingMethod):
         """QP of ``level`` at ``rate_point``: ``rate_point + qp_offsets.get(level, 0)``."""
         return int(rate_point) + self._qp_offsets.get(level, 0)
 
-    def params(self) -> dict[str, Any]:
-        """Constructor arguments; ``qp_offsets`` only when some level has one, so that the plain anchor's
-        identity (a part of every cache key) is what it was before offsets existed."""
-        params = super().params()
-        params.pop("qp_offsets", None)
-        if self._qp_offsets:
-            params["qp_offsets"] = dict(sorted(self._qp_offsets.items()))
-        for option in ("quantizer", "transform", "downsample"):
-            params.pop(option, None)
-        if not self.chain.is_default:
-            params["samples"] = self.chain.identity()
-        return params
+    def quantise_level(self, level: str, feature_map: np.ndarray) -> QuantisedLevel:
+        """Min-max quantisation to ``bit_depth`` bits: ``q = round((C - min) / (max - min) * (2^N - 1))``."""
+        params = min_max_params(feature_map, self.bit_depth)
+        return QuantisedLevel(quantize(feature_map, params), params.to_dict())
+
+    def dequantise_level(self, level: str, samples: np.ndarray, quant: Mapping[str, Any],
+                         methods: Mapping[str, Any] | None) -> np.ndarray:
+        """Invert :meth:`quantise_level`: ``C^ = q / (2^N - 1) * (max - min) + min``."""
+        return dequantize(samples, QuantParams(**quant))
 
     def code_level(self, level: str, feature_map: np.ndarray, qp: int, coder: CachedCodec, *,
                    label: str) -> tuple[CodedLevel, np.ndarray]:
         """Quantise, pack and code one (C, H, W) map; returns its record and the decoded float32 map."""
-        q, params, samples = encode_samples(level, feature_map, self.chain, self.bit_depth)
-        picture, geometry = pack_channels(q)
+        quantised = self.quantise_level(level, feature_map)
+        picture, geometry = pack_channels(quantised.samples)
         frame = Frame.gray(picture, self.bit_depth)
         picture_label = f"{label} {level} ({frame.width}x{frame.height}) at QP {qp}"
         stored = coder.encode(frame, qp, label=picture_label)
         decoded, decode_s = coder.decode(stored.key, FrameSpec.of(frame), label=picture_label)
-        reconstruction = decode_samples(level, unpack_channels(decoded.luma, geometry), params, samples, self.chain)
+        reconstruction = self.dequantise_level(level, unpack_channels(decoded.luma, geometry), quantised.quant,
+                                               quantised.methods)
         peak = float(np.float32(np.max(feature_map))) - float(np.float32(np.min(feature_map)))
         record = CodedLevel(
             level=level,
             bitstream=stored.key,
             num_bytes=stored.num_bytes,
-            quant=params_to_record(params),
+            quant=quantised.quant,
             geometry=geometry.to_dict(),
             psnr_db=psnr_db(feature_map, reconstruction, peak),
             encode_s=0.0 if stored.from_cache else stored.encode_s,
@@ -130,20 +129,19 @@ class CLayerAnchor(FeatureCodingMethod):
             from_cache=stored.from_cache,
             command=stored.command,
             qp=int(qp),
-            samples=samples or None,
-            side_info_bits=side_info_bits(params, samples),
+            samples=quantised.methods or None,
+            side_info_bits=quantised.side_info_bits,
         )
         return record, reconstruction
 
     def decode_level(self, record: CodedLevel, coder: CachedCodec, *, label: str) -> np.ndarray:
         """Decode, unpack and dequantise one level from its record."""
-        params = params_from_record(record.quant)
         geometry = PackingGeometry(**record.geometry)
         height, width = geometry.picture_shape
-        spec = FrameSpec(height, width, params[0].bit_depth, "400")
+        spec = FrameSpec(height, width, int(record.quant["bit_depth"]), "400")
         decoded, _ = coder.decode(record.bitstream, spec, label=f"{label} {record.level}")
-        return decode_samples(record.level, unpack_channels(decoded.luma, geometry), params, record.samples,
-                              self.chain)
+        return self.dequantise_level(record.level, unpack_channels(decoded.luma, geometry), record.quant,
+                                     record.samples)
 
     def side_info_bits(self, levels: Mapping[str, CodedLevel]) -> int:
         """Per image: the original size, one range per level, and what each level's sample methods add."""
@@ -154,7 +152,7 @@ class CLayerAnchor(FeatureCodingMethod):
         missing = [lv for lv in self.levels if lv not in features.layers]
         if missing:
             raise SettingError(f"{self.name}: features of {label} lack levels {missing}; "
-                             f"the model gives {sorted(features.layers)}")
+                               f"the model gives {sorted(features.layers)}")
         levels = {}
         for level in self.levels:
             levels[level], _ = self.code_level(level, features.layers[level], self.level_qp(level, rate_point),

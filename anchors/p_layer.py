@@ -28,7 +28,7 @@ C-layers, and the model decodes from P-layers; nothing here knows which model it
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from anchors.c_layer import CLayerAnchor
 from vcm_eval.errors import SettingError
@@ -42,8 +42,7 @@ class PLayerAnchor(CLayerAnchor):
         rate_points: QPs of the CTC (the feature QPs, as the C-layer anchor's).
         bit_depth: quantiser and picture bit depth (10 in the CTC).
         levels: levels coded, coarse to fine: ``p5, p4, p3, p2`` (P6 is derived by the receiver).
-        qp_offsets, quantizer, transform, downsample: as :class:`~anchors.c_layer.CLayerAnchor`, per P-level;
-            all off in the anchor.
+        qp_offsets: as :class:`~anchors.c_layer.CLayerAnchor`, per P-level; none in the anchor.
 
     Example::
 
@@ -55,12 +54,11 @@ class PLayerAnchor(CLayerAnchor):
     split: ClassVar[str] = "p"
 
     def __init__(self, *, name: str = "p_layer", rate_points: Sequence[int], bit_depth: int = 10,
-                 levels: Sequence[str] = ("p5", "p4", "p3", "p2"), qp_offsets: Mapping[str, int] | None = None,
-                 quantizer: Mapping[str, Any] | None = None, transform: Mapping[str, Any] | None = None,
-                 downsample: Mapping[str, int] | None = None) -> None:
+                 levels: Sequence[str] = ("p5", "p4", "p3", "p2"),
+                 qp_offsets: Mapping[str, int] | None = None) -> None:
         not_p = [level for level in levels if not str(level).startswith("p")]
         if not_p:
             # a C-layer name here would code a level the framework never hands this entry
             raise SettingError(f"{name}: the P-layer anchor codes P-layers (p2..p5); levels {not_p} are not")
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth, levels=levels,
-                         qp_offsets=qp_offsets, quantizer=quantizer, transform=transform, downsample=downsample)
+                         qp_offsets=qp_offsets)

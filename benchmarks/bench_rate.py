@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         f"paths.output_root={args.root}", f"paths.store={args.root}/store", f"paths.data_root={args.root}/data",
         *args.overrides])
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # the anchor's settings under the entry that adds the sample methods (the plain anchor has none)
     base = {k: v for k, v in resolved["anchor"]["c_layer"].items() if k != "name"}
+    base["_target_"] = "proposals.feature_chain.FeatureChainEntry"
     compensation = {k: v for k, v in resolved["proposal"]["compensation"].items() if k != "name"}
     searched = {}
     if args.searched:

@@ -14,7 +14,8 @@ and reports that also compensating C2 lowered performance.
 Variants (off by default): ``error_scale`` adds ``s_N-1 * up(E_N)`` instead of ``up(E_N)`` to a level, and
 ``keep_range`` clips ``C'_{N-1}`` to the range of the original ``C_{N-1}``, so that the added error neither
 widens the quantiser's range (a coarser step for the whole level) nor pushes samples outside what the level
-carries. The sample methods and per-level QP offsets of the anchor apply as well.
+carries. The sample methods of :mod:`proposals.feature_chain` and the anchor's per-level QP offsets apply as
+well; all are off in the paper's entry.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from anchors.c_layer import CLayerAnchor
+from proposals.feature_chain import FeatureChainEntry
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.errors import SettingError
 from vcm_eval.features import add_upsampled_error, coding_error
@@ -32,7 +33,7 @@ from vcm_eval.methods import CodedFeatures
 from vcm_eval.types import SplitFeatures
 
 
-class CompensationProposal(CLayerAnchor):
+class CompensationProposal(FeatureChainEntry):
     """C-layer coding with closed-loop compensation of the coarser level's coding error.
 
     Args:
@@ -46,7 +47,7 @@ class CompensationProposal(CLayerAnchor):
         qp_offsets: per-level QP offsets, as for the anchor (none in the paper).
         error_scale: level -> s, the share of the upsampled error added to that level (1 for levels not named).
         keep_range: clip each compensated map to the original map's [min, max].
-        quantizer, transform, downsample: the anchor's sample methods (:class:`~anchors.c_layer.CLayerAnchor`).
+        quantizer, transform, downsample: the sample methods of :class:`~proposals.feature_chain.FeatureChainEntry`.
     """
 
     def __init__(self, *, name: str = "compensation", rate_points: Sequence[int], bit_depth: int = 10,
@@ -57,7 +58,7 @@ class CompensationProposal(CLayerAnchor):
                  downsample: Mapping[str, int] | None = None) -> None:
         super().__init__(name=name, rate_points=rate_points, bit_depth=bit_depth, levels=levels,
                          qp_offsets=qp_offsets, quantizer=quantizer, transform=transform, downsample=downsample)
-        self.error_scale = {str(k): float(v) for k, v in (error_scale or {}).items() if float(v) != 1.0}
+        self.error_scale = {str(k): float(v) for k, v in sorted((error_scale or {}).items()) if float(v) != 1.0}
         self.keep_range = bool(keep_range)
         unknown = [lv for lv in compensated_levels if lv not in self.levels]
         if unknown:
@@ -65,18 +66,6 @@ class CompensationProposal(CLayerAnchor):
         if self.levels and self.levels[0] in compensated_levels:
             raise SettingError(f"{name}: {self.levels[0]} is coded first; no coarser error exists to compensate it")
         self.compensated_levels = list(compensated_levels)
-
-    def params(self) -> dict[str, Any]:
-        """The anchor's parameters plus the compensation's; the variants only when switched on, so that the
-        paper's entry keeps the identity (and cache keys) it had before they existed."""
-        params = super().params()
-        params.pop("error_scale", None)
-        params.pop("keep_range", None)
-        if self.error_scale:
-            params["error_scale"] = dict(sorted(self.error_scale.items()))
-        if self.keep_range:
-            params["keep_range"] = True
-        return params
 
     def compensated_input(self, level: str, original: np.ndarray, previous_error: np.ndarray) -> np.ndarray:
         """``C' = C + s * up(E)``, clipped to ``[min C, max C]`` with ``keep_range``."""

@@ -14,6 +14,7 @@ from test_entries import LEVELS, make_features
 import vcm_eval.models.embedded as embedded
 from anchors.c_layer import CLayerAnchor
 from proposals.compensation import CompensationProposal
+from proposals.feature_chain import FeatureChainEntry
 from vcm_eval.codecs import LosslessCodec
 from vcm_eval.codecs.cache import CachedCodec
 from vcm_eval.evaluation.bd_rate import Curve, bd_accuracy, bd_rate, saturated_part
@@ -53,13 +54,15 @@ def test_default_chain_is_the_anchors_min_max_quantiser():
     assert ChainOptions.of(None, None, None).is_default and ChainOptions.of({}, {}, {}).is_default
 
 
-def test_default_options_keep_identity_and_results(tmp_path):
-    before = {"class": "anchors.c_layer.CLayerAnchor", "bit_depth": 10, "levels": ["c5", "c4", "c3", "c2"]}
-    assert CLayerAnchor(rate_points=[41], quantizer=None, transform=None, downsample={"c2": 1}).identity() == before
+def test_default_options_code_what_the_anchor_codes(tmp_path):
+    plain = FeatureChainEntry(rate_points=[41]).identity()
+    assert plain["samples"] == {} and plain["split"] == "c"
+    assert FeatureChainEntry(rate_points=[41], quantizer=None, transform=None, downsample={"c2": 1}).identity() == plain
+    assert FeatureChainEntry(rate_points=[41], downsample={"c2": 2}).identity() != plain
     coder = CachedCodec(LosslessCodec(), Store(tmp_path / "s"))
     feats = make_features()
     a = CLayerAnchor(rate_points=[30]).encode(feats, 30, coder)
-    b = CLayerAnchor(rate_points=[30], quantizer={"range": "minmax"}).encode(feats, 30, coder)
+    b = FeatureChainEntry(rate_points=[30], quantizer={"range": "minmax"}).encode(feats, 30, coder)
     timing = ("encode_s", "decode_s", "from_cache")
     for level in LEVELS:
         first, second = a.to_dict()["levels"][level], b.to_dict()["levels"][level]
@@ -132,7 +135,7 @@ def test_clipped_ranges_are_narrower_and_count_what_they_clip():
     {"transform": {"kind": "klt", "components": {"c2": 6}}, "downsample": {"c2": 2},
      "quantizer": {"per_channel": True}},
 ])
-@pytest.mark.parametrize("cls", [CLayerAnchor, CompensationProposal])
+@pytest.mark.parametrize("cls", [FeatureChainEntry, CompensationProposal])
 def test_methods_decode_from_the_record_alone_and_count_their_side_information(tmp_path, basis_file, options, cls):
     if "transform" in options:
         options = {**options, "transform": {**options["transform"], "basis": str(basis_file)}}
@@ -165,7 +168,8 @@ def test_methods_decode_from_the_record_alone_and_count_their_side_information(t
 
 def test_a_record_from_another_basis_is_refused(tmp_path, basis_file):
     coder = CachedCodec(LosslessCodec(), Store(tmp_path / "s"))
-    entry = CLayerAnchor(rate_points=[30], transform={"kind": "klt", "basis": str(basis_file), "components": {"c2": 4}})
+    entry = FeatureChainEntry(rate_points=[30],
+                              transform={"kind": "klt", "basis": str(basis_file), "components": {"c2": 4}})
     coded = entry.encode(make_features(), 30, coder)
     coded.levels["c2"].samples["basis_sha256"] = "0" * 64
     with pytest.raises(ValueError, match="channel basis"):
@@ -174,13 +178,13 @@ def test_a_record_from_another_basis_is_refused(tmp_path, basis_file):
 
 def test_option_errors_name_the_option():
     with pytest.raises(ValueError, match="c7"):
-        CLayerAnchor(rate_points=[30], downsample={"c7": 2})
+        FeatureChainEntry(rate_points=[30], downsample={"c7": 2})
     with pytest.raises(ValueError, match="unknown sample-method options"):
-        CLayerAnchor(rate_points=[30], quantizer={"rnage": "sigma"})
+        FeatureChainEntry(rate_points=[30], quantizer={"rnage": "sigma"})
     with pytest.raises(ValueError, match="transform"):
-        CLayerAnchor(rate_points=[30], transform={"components": {"c2": 4}})
+        FeatureChainEntry(rate_points=[30], transform={"components": {"c2": 4}})
     with pytest.raises(FileNotFoundError, match="fit_channel_basis"):
-        CLayerAnchor(rate_points=[30], transform={"kind": "klt", "basis": "/nonexistent/b.npz"}).identity()
+        FeatureChainEntry(rate_points=[30], transform={"kind": "klt", "basis": "/nonexistent/b.npz"}).identity()
 
 
 def test_the_shipped_basis_loads_and_matches_the_embedded_model():

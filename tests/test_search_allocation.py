@@ -37,7 +37,8 @@ def test_search_writes_a_runnable_proposal_from_tuning_pictures_only(tmp_path, c
     table = pd.read_csv(conf / "tiny_search.search.csv")
     assert len(table) >= 5 and {"candidate", "bd_rate", "bpp", "map", "coverage"} <= set(table.columns)
     body = yaml.safe_load((conf / "tiny_search.yaml").read_text())["tiny_search"]
-    assert body["_target_"] == "anchors.c_layer.CLayerAnchor" and body["name"] == "tiny_search"
+    assert body["_target_"] == "proposals.feature_chain.FeatureChainEntry" and body["name"] == "tiny_search"
+    assert body["rate_points"].startswith("${vcm_eval.shifted_qps:${ctc.qps.features},")  # follows the CTC's QPs
     assert "tuning" not in body  # the header is a comment
     assert (conf / "tiny_search.yaml").read_text().startswith("# Found by tools/search_allocation.py")
 
@@ -73,3 +74,14 @@ def test_coordinates_set_and_read_back():
     assert search_allocation.coverage(0.6, 0.9, 0.75, 0.95) == 0.5
     with pytest.raises(ValueError, match="--grid"):
         search_allocation.parse_grid(["range=1,2"])
+
+
+def test_the_searched_entry_follows_the_qps_of_the_ctc_that_runs_it():
+    embedded_qps = list(vcm_eval.compose("proposal=klt_search").proposal.klt_search.rate_points)
+    assert embedded_qps == [34, 37, 40, 43, 46]  # what the search chose on the embedded CTC: first QP - 2, step 3
+    paper = vcm_eval.compose("proposal=klt_search", "ctc=paper")
+    assert list(paper.proposal.klt_search.rate_points) == [q - 2 + 3 * i for i, q in
+                                                           enumerate([paper.ctc.qps.features[0]] * 5)]
+    assert search_allocation.shifted_qps([36, 40], 2) == [38, 42]
+    with pytest.raises(ValueError, match="whole-number"):
+        search_allocation.shifted_qps(["abc"], 2)

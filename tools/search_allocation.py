@@ -46,8 +46,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import vcm_eval
 from vcm_eval.cli import CONFIG_DIR, run
+from vcm_eval.resolvers import shifted_qps
 
 LEVELS = ("c2", "c3", "c4", "c5")
+ANCHOR_TARGET = "anchors.c_layer.CLayerAnchor"
+CHAIN_TARGET = "proposals.feature_chain.FeatureChainEntry"
 #: What each coordinate may take (a grid small enough for a round to take minutes on a laptop).
 GRID: dict[str, list[Any]] = {
     "offset": [-6, -4, -2, 0, 2, 4],
@@ -160,10 +163,7 @@ def entry_node(spec: dict, name: str, base_qps: list[int]) -> dict:
 
 
 def rate_points(spec: dict, base_qps: list[int]) -> list[int]:
-    shift, step = int(spec.get("_shift", 0)), spec.get("_step")
-    if step is None:
-        return [q + shift for q in base_qps]
-    return [base_qps[0] + shift + i * int(step) for i in range(len(base_qps))]
+    return shifted_qps(base_qps, int(spec.get("_shift", 0)), spec.get("_step"))
 
 
 class Evaluator:
@@ -301,10 +301,16 @@ def span(best: dict, best_result: dict, evaluator: Evaluator, slack: float, grid
     return spec, result
 
 
-def proposal_yaml(name: str, spec: dict, base_qps: list[int], header: str) -> str:
-    """The proposal file ``conf/proposal/<name>.yaml``: the best spec under its name, with what led to it."""
+def proposal_yaml(name: str, spec: dict, base_qps: list[int], header: str, *, follows_ctc: bool = False) -> str:
+    """The proposal file ``conf/proposal/<name>.yaml``: the best spec under its name, with what led to it.
+    With ``follows_ctc`` (the starting entry's rate points were the CTC's), the rate points are written as
+    ``${vcm_eval.shifted_qps:${ctc.qps.features},shift[,step]}``, so that another CTC shifts its own QPs."""
     node = entry_node(spec, name, base_qps)
     node["bit_depth"] = "${ctc.bit_depth}"
+    if follows_ctc:
+        shift, step = int(spec.get("_shift", 0)), spec.get("_step")
+        node["rate_points"] = (f"${{vcm_eval.shifted_qps:${{ctc.qps.features}},{shift}"
+                               + (f",{int(step)}}}" if step is not None else "}"))
     body = yaml.safe_dump({name: node}, sort_keys=False, default_flow_style=None)
     return "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + body
 
@@ -338,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "search_allocation: error: dataset.split=val holds the CTC's pictures; tune on "
                        "dataset.split=tune (the default)\n")
     body = OmegaConf.to_container(entry_cfg[group][args.entry], resolve=True)
+    follows_ctc = OmegaConf.to_container(entry_cfg[group][args.entry])["rate_points"] == "${ctc.qps.features}"
     base_qps = [int(q) for q in body.pop("rate_points")]
+    if body.get("_target_") == ANCHOR_TARGET:
+        body["_target_"] = CHAIN_TARGET  # the plain anchor has no sample methods; its chain entry has them all
     body.pop("name", None)
     try:
         coords = coordinates(args.coordinates.split(","), body.get("levels", LEVELS))
@@ -367,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
               f"BD-rate against the C-layer anchor there: {result['bd_rate']:+.2f} % "
               f"(BD-mAP {result['bd_map']:+.2f} pt).\nEvery candidate: {table}\nChosen: {describe(best)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(proposal_yaml(args.name, best, base_qps, header))
+    out.write_text(proposal_yaml(args.name, best, base_qps, header, follows_ctc=follows_ctc))
     result_qps = rate_points(best, base_qps)
     print(f"\nbest: {describe(best)}, QPs {result_qps}: BD-rate {result['bd_rate']:+.2f} % on the tuning pictures\n"
           f"wrote {out} (run it: python -m vcm_eval proposal={args.name}) and {table}")

@@ -37,12 +37,13 @@ from vcm_eval.methods import CodingEntry
 from vcm_eval.pipeline import EntrySpec, Sweep, SweepResults
 from vcm_eval.pipeline.settings import StoreSettings
 from vcm_eval.reporting.report import ReportMeta, metric_columns, write_reports
-from vcm_eval.run_folders import register_resolvers, unique_dir
+from vcm_eval.resolvers import register_resolvers
+from vcm_eval.run_folders import unique_dir
 from vcm_eval.store import Store
 
 log = logging.getLogger("vcm_eval")
 
-register_resolvers()  # conf/config.yaml names run folders with ${vcm_eval.unique_dir:...}
+register_resolvers()  # conf/ names run folders with ${vcm_eval.unique_dir:...}, derived QPs with shifted_qps
 
 #: conf/ at the top of the checkout (an absolute path: Hydra would read a relative one as a package path).
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import os
 
-from omegaconf import OmegaConf
-
-RESOLVER = "vcm_eval.unique_dir"
-
 
 def unique_dir(base: str) -> str:
     """Create and return ``base``, or ``base_<n>`` for the smallest n >= 1 free, atomically.
@@ -33,9 +29,3 @@ def unique_dir(base: str) -> str:
         except FileExistsError:
             n += 1
             candidate = f"{base}_{n}"
-
-
-def register_resolvers() -> None:
-    """Make ``${vcm_eval.unique_dir:...}`` available to configs (idempotent)."""
-    if not OmegaConf.has_resolver(RESOLVER):
-        OmegaConf.register_new_resolver(RESOLVER, unique_dir, use_cache=True)

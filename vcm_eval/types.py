@@ -113,8 +113,8 @@ class Detections:
         return encode_masks(self.masks)
 
     def to_dict(self) -> dict:
-        """Boxes, scores and classes as lists, and ``masks`` (COCO RLEs) only when there are masks: box
-        detections keep exactly the records they had before masks existed (their stored JSON is unchanged)."""
+        """Boxes, scores and classes as lists, and ``masks`` (COCO RLEs) only when there are masks, so that a
+        box detector's records hold no empty mask field."""
         out = {
             "boxes": self.boxes.tolist(),
             "scores": self.scores.tolist(),
