@@ -16,6 +16,10 @@ and the receiver decodes, unpacks and dequantises each level and runs the rest o
 the reconstructions. Coding error of a coarse level reaches every finer level through the FPN's
 top-down sums — the weakness the compensation proposal addresses.
 
+On a video CTC (:meth:`CLayerAnchor.encode_sequence`) each level of every frame goes through the same three
+steps, and the level's pictures of all frames are coded as one video under the CTC's condition (AI, LD, RA), so
+that the codec's inter prediction can use how little a level changes from one frame to the next.
+
 Step 1 is the one place entries built on this one change (:meth:`CLayerAnchor.quantise_level`): the
 training-free sample methods of :mod:`proposals.feature_chain` replace it with their chain.
 """
@@ -23,7 +27,7 @@ training-free sample methods of :mod:`proposals.feature_chain` replace it with t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -42,6 +46,10 @@ from vcm_eval.features import (
 )
 from vcm_eval.methods import CodedFeatures, CodedLevel, FeatureCodingMethod
 from vcm_eval.types import Frame, SplitFeatures
+
+if TYPE_CHECKING:
+    from vcm_eval.codecs.base import CodingCondition
+    from vcm_eval.sequence_methods import CodedFeatureSequence, CodedLevelSequence
 
 
 class QuantisedLevel(NamedTuple):
@@ -163,3 +171,73 @@ class CLayerAnchor(FeatureCodingMethod):
     def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:
         layers = {name: self.decode_level(record, coder, label=label) for name, record in coded.levels.items()}
         return SplitFeatures(layers=layers, meta=coded.meta)
+
+    def code_level_sequence(self, level: str, feature_maps: Sequence[np.ndarray], qp: int, coder: CachedCodec,
+                            condition: CodingCondition, *, label: str
+                            ) -> tuple[CodedLevelSequence, list[np.ndarray]]:
+        """Quantise and pack one level of every frame and code the pictures as one video under ``condition``;
+        returns its record and the decoded float32 maps."""
+        from vcm_eval.sequence_methods import CodedLevelSequence
+
+        quantised = [self.quantise_level(level, m) for m in feature_maps]
+        packed = [pack_channels(q.samples) for q in quantised]
+        geometry = packed[0][1]
+        frames = [Frame.gray(picture, self.bit_depth) for picture, _ in packed]
+        video_label = f"{label} {level} ({frames[0].width}x{frames[0].height} x {len(frames)}) at QP {qp}"
+        stored = coder.encode_sequence(frames, qp, condition, label=video_label)
+        decoded, decode_s = coder.decode_sequence(stored.key, FrameSpec.of(frames[0]), len(frames), label=video_label)
+        reconstructions = [self.dequantise_level(level, unpack_channels(d.luma, geometry), q.quant, q.methods)
+                           for d, q in zip(decoded, quantised)]
+        psnr = [psnr_db(m, r, float(np.float32(np.max(m))) - float(np.float32(np.min(m))))
+                for m, r in zip(feature_maps, reconstructions)]
+        methods = [q.methods or None for q in quantised]
+        record = CodedLevelSequence(
+            level=level, bitstream=stored.key, frame_bits=list(stored.frame_bits), quant=[q.quant for q in quantised],
+            geometry=geometry.to_dict(), psnr_db=float(np.mean(psnr)),
+            encode_s=0.0 if stored.from_cache else stored.encode_s, decode_s=decode_s, from_cache=stored.from_cache,
+            command=stored.command, qp=int(qp), side_info_bits=sum(q.side_info_bits for q in quantised),
+            samples=methods if any(methods) else None)
+        return record, reconstructions
+
+    def decode_level_sequence(self, record: CodedLevelSequence, coder: CachedCodec, *, label: str
+                              ) -> list[np.ndarray]:
+        """Decode, unpack and dequantise one level of every frame from its record."""
+        geometry = PackingGeometry(**record.geometry)
+        height, width = geometry.picture_shape
+        spec = FrameSpec(height, width, int(record.quant[0]["bit_depth"]), "400")
+        decoded, _ = coder.decode_sequence(record.bitstream, spec, len(record.frame_bits),
+                                           label=f"{label} {record.level}")
+        methods = record.samples or [None] * len(decoded)
+        return [self.dequantise_level(record.level, unpack_channels(d.luma, geometry), quant, m)
+                for d, quant, m in zip(decoded, record.quant, methods)]
+
+    def sequence_result(self, rate_point: int, frames: Sequence[SplitFeatures], condition: CodingCondition,
+                        levels: dict[str, CodedLevelSequence], coder: CachedCodec) -> CodedFeatureSequence:
+        """The coded sequence: every level's video, and per frame the side information of :meth:`side_info_bits`."""
+        from vcm_eval.sequence_methods import CodedFeatureSequence
+
+        side = len(frames) * feature_side_info_bits(len(levels)) + sum(r.side_info_bits for r in levels.values())
+        return CodedFeatureSequence(self.name, int(rate_point), condition.to_dict(), [f.meta for f in frames], levels,
+                                    side, coder.identity())
+
+    def encode_sequence(self, frames: Sequence[SplitFeatures], rate_point: int, coder: CachedCodec,
+                        condition: CodingCondition, *, label: str = "") -> CodedFeatureSequence:
+        """Every level of every frame: level by level, each level's pictures as one video."""
+        levels = {}
+        for level in self.levels:
+            maps = [self._layer(f, level, label) for f in frames]
+            levels[level], _ = self.code_level_sequence(level, maps, self.level_qp(level, rate_point), coder,
+                                                        condition, label=label)
+        return self.sequence_result(rate_point, frames, condition, levels, coder)
+
+    def decode_sequence(self, coded: CodedFeatureSequence, coder: CachedCodec, *,
+                        label: str = "") -> list[SplitFeatures]:
+        per_level = {name: self.decode_level_sequence(r, coder, label=label) for name, r in coded.levels.items()}
+        return [SplitFeatures(layers={name: maps[i] for name, maps in per_level.items()}, meta=meta)
+                for i, meta in enumerate(coded.metas)]
+
+    def _layer(self, features: SplitFeatures, level: str, label: str) -> np.ndarray:
+        if level not in features.layers:
+            raise SettingError(f"{self.name}: features of {label} lack level {level}; "
+                               f"the model gives {sorted(features.layers)}")
+        return features.layers[level]

@@ -21,7 +21,7 @@ well; all are off in the paper's entry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,10 @@ from vcm_eval.errors import SettingError
 from vcm_eval.features import add_upsampled_error, coding_error
 from vcm_eval.methods import CodedFeatures
 from vcm_eval.types import SplitFeatures
+
+if TYPE_CHECKING:
+    from vcm_eval.codecs.base import CodingCondition
+    from vcm_eval.sequence_methods import CodedFeatureSequence
 
 
 class CompensationProposal(FeatureChainEntry):
@@ -91,3 +95,20 @@ class CompensationProposal(FeatureChainEntry):
             previous_error = coding_error(coded_input, reconstruction)
         return CodedFeatures(self.name, rate_point, features.meta, levels, self.side_info_bits(levels),
                              coder.identity())
+
+    def encode_sequence(self, frames: Sequence[SplitFeatures], rate_point: int, coder: CachedCodec,
+                        condition: CodingCondition, *, label: str = "") -> CodedFeatureSequence:
+        """As :meth:`encode`, a level at a time over every frame: frame ``t`` of level N-1 receives the upsampled
+        coding error of frame ``t`` of level N, after level N's video is coded."""
+        levels = {}
+        previous_errors = None
+        for level in self.levels:
+            originals = [self._layer(f, level, label) for f in frames]
+            if level in self.compensated_levels and previous_errors is not None:
+                coded_inputs = [self.compensated_input(level, x, e) for x, e in zip(originals, previous_errors)]
+            else:
+                coded_inputs = originals
+            levels[level], reconstructions = self.code_level_sequence(
+                level, coded_inputs, self.level_qp(level, rate_point), coder, condition, label=label)
+            previous_errors = [coding_error(x, r) for x, r in zip(coded_inputs, reconstructions)]
+        return self.sequence_result(rate_point, frames, condition, levels, coder)

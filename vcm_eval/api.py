@@ -30,6 +30,7 @@ from vcm_eval.build import build
 from vcm_eval.codecs.base import VideoCodec
 from vcm_eval.config_checks import check_config, check_rate_points
 from vcm_eval.data.base import DetectionDataset, check_task
+from vcm_eval.data.sequences import SequenceDataset
 from vcm_eval.errors import SettingError, UserError
 from vcm_eval.evaluation.summary import summarize
 from vcm_eval.executors.base import Executor
@@ -175,7 +176,12 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> Results:
     codec.check_available()  # before the data set, which may generate pictures: a missing codec stops at once
     entries = build_entries(cfg)
     check_rate_points([spec.entry for spec in entries], codec)
-    dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
+    dataset = build(cfg.dataset, expect=(DetectionDataset, SequenceDataset), what="dataset")
+    if isinstance(dataset, SequenceDataset):  # a video CTC: sequences are the unit of coding
+        from vcm_eval.api_sequences import run_sequences
+
+        return run_sequences(cfg, out_dir, dataset=dataset, codec=codec, entries=entries, store=store,
+                             settings=settings, started=started, started_ms=started_ms)
     task = check_dataset_task(cfg, dataset)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     sweep_started = time.perf_counter()

@@ -53,7 +53,11 @@ def print_report(outcome: Results, metric: str, cfg: DictConfig) -> None:
     """The run summary on stdout: R-P table, BD table, where the files are."""
     summary, bd = outcome.summary, outcome.bd
     label = METRIC_LABELS.get(metric, metric)
-    lines = ["", f"=== results ({label}, bpp = bits / original pixels) ==="]
+    if "sequence" in summary.columns:
+        lines = _sequence_lines(summary, bd, metric, label)
+        summary, bd = summary.iloc[0:0], bd.iloc[0:0]
+    else:
+        lines = ["", f"=== results ({label}, bpp = bits / original pixels) ==="]
     for entry, rows in summary.groupby("entry", sort=False):
         if rows["qp"].isna().all():
             lines.append(f"{entry:>14}: {label} {rows[metric].iloc[0] * 100:.2f}")
@@ -78,6 +82,26 @@ def print_report(outcome: Results, metric: str, cfg: DictConfig) -> None:
         lines.append(f"MLflow run {outcome.mlflow_run_id} in {cfg.tracking.tracking_uri} "
                      f"(open with: mlflow ui --backend-store-uri {cfg.tracking.tracking_uri})")
     print("\n".join(lines), flush=True)
+
+
+def _sequence_lines(summary, bd, metric: str, label: str) -> list[str]:
+    """A video CTC's summary: per sequence, each entry's kbps and metric by QP; BD-rate per class."""
+    lines = ["", f"=== results per sequence ({label}, rate in kbps at the sequence's frame rate) ==="]
+    for (seq_class, sequence), part in summary.groupby(["seq_class", "sequence"], sort=False):
+        lines.append(f"{sequence} ({seq_class}):")
+        for entry, rows in part.groupby("entry", sort=False):
+            if rows["qp"].isna().all():
+                lines.append(f"{entry:>16}: {label} {rows[metric].iloc[0] * 100:.2f}")
+                continue
+            cells = "  ".join(f"QP{int(r.qp)}: {r.kbps:.1f} kbps / {getattr(r, metric) * 100:.2f}"
+                              for r in rows.sort_values("qp").itertuples())
+            lines.append(f"{entry:>16}: {cells}")
+    if len(bd):
+        lines.append("=== BD-rate per class (pchip; the mean of the class's sequences, bd.csv has each) ===")
+        for r in bd[bd["scope"] == "class"].itertuples():
+            lines.append(f"{r.seq_class}: {r.test} vs {r.anchor}: BD-rate {format_bd(r.bd_rate_pchip, '%')}, "
+                         f"BD-{label} {format_bd(r.bd_map_pchip, ' pt')} ({r.sequences} sequences)")
+    return lines
 
 
 def _log_to_files_only(level: int, msg: str, *args: object) -> None:

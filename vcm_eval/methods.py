@@ -38,7 +38,7 @@ class CodedLevel:
         from_cache: no encoder ran for this level in this task.
         command: the encoder command line or options, as recorded with the bitstream.
         qp: the QP this level was coded at (the rate point plus the entry's offset for the level);
-            ``None`` in records written before per-level QPs existed, where it was the rate point.
+            ``None`` where an entry leaves it out, read as the rate point.
         samples: what the sample methods of :mod:`vcm_eval.features.chain` did to the level (downsampling
             factor, transform and number of components, z-score statistics, clipped fraction); ``None`` for
             the anchor's chain. The decoder inverts them from this record alone.
@@ -265,6 +265,21 @@ class FeatureCodingMethod(CodingEntry):
     def decode(self, coded: CodedFeatures, coder: CachedCodec, *, label: str = "") -> SplitFeatures:
         """Reconstruct the split-point layers (those of ``split``) from ``coded``."""
 
+    def encode_sequence(self, frames: Sequence[SplitFeatures], rate_point: int, coder: CachedCodec,
+                        condition: Any, *, label: str = "") -> CodedResult:
+        """Code every frame of a sequence. Here: frame by frame with :meth:`encode` (intra-only whatever
+        ``condition`` says, and recorded so); entries that code their levels as videos override it."""
+        from vcm_eval.sequence_methods import coded_frames, frame_label
+
+        return coded_frames(self.name, rate_point, [self.encode(f, rate_point, coder, label=frame_label(label, i))
+                                                    for i, f in enumerate(frames)])
+
+    def decode_sequence(self, coded: CodedResult, coder: CachedCodec, *, label: str = "") -> list[SplitFeatures]:
+        """The split-point layers of every frame, from what :meth:`encode_sequence` returned."""
+        from vcm_eval.sequence_methods import frame_label
+
+        return [self.decode(f, coder, label=frame_label(label, i)) for i, f in enumerate(coded.frames)]
+
 class ImageCodingMethod(CodingEntry):
     """Codes the input picture itself (the image anchor); the unsplit model runs on the decoded picture.
 
@@ -276,6 +291,12 @@ class ImageCodingMethod(CodingEntry):
     def code(self, image: np.ndarray, rate_point: int, coder: CachedCodec, *,
              label: str = "") -> tuple[np.ndarray, CodedImage]:
         """Returns ``(decoded RGB uint8 picture, coded result)``."""
+
+    def code_sequence(self, frames: Sequence[np.ndarray], rate_point: int, coder: CachedCodec, condition: Any, *,
+                      label: str = "") -> tuple[list[np.ndarray], CodedResult]:
+        """Code the frames of a sequence as one video under ``condition``; returns the decoded RGB frames and the
+        coded result (:class:`~vcm_eval.sequence_methods.CodedVideo`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not code sequences")
 
 def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):

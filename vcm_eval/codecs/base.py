@@ -8,10 +8,62 @@ picklable objects (no open handles), so a task can carry one to another process 
 from __future__ import annotations
 
 import abc
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from vcm_eval.errors import UserError
+from vcm_eval.errors import SettingError, UserError
 from vcm_eval.types import CodedPicture, Frame
+
+#: coding conditions of a video CTC: All-Intra, Low-Delay (no picture refers to a later one), Random-Access
+#: (hierarchical B pictures referring both ways, an intra picture every intra period)
+MODES = ("AI", "LD", "RA")
+
+
+@dataclass(frozen=True)
+class CodingCondition:
+    """How a sequence is coded: the CTC's condition, its intra period and the sequence's frame rate.
+
+    Attributes:
+        mode: ``AI``, ``LD`` or ``RA``.
+        intra_period: frames from one intra picture to the next (1 under AI; the FCM CTC: 64 for SFU and
+            TVD, 32 for HiEve); ``-1`` codes only the first picture intra.
+        frame_rate: frames per second (the rate in kbps is ``bits * frame_rate / frames / 1000``).
+    """
+
+    mode: str = "AI"
+    intra_period: int = 1
+    frame_rate: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SettingError(f"coding condition mode={self.mode!r}: choose one of {list(MODES)}")
+        if self.mode == "AI" and self.intra_period != 1:
+            object.__setattr__(self, "intra_period", 1)
+        if self.intra_period == 0 or self.intra_period < -1:
+            raise SettingError(f"coding condition intra_period={self.intra_period}: use a positive number of "
+                               "frames, or -1 for only the first picture intra")
+        if not self.frame_rate > 0:
+            raise SettingError(f"coding condition frame_rate={self.frame_rate}: must be positive")
+
+    def with_frame_rate(self, frame_rate: float) -> CodingCondition:
+        return CodingCondition(self.mode, self.intra_period, float(frame_rate))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CodedSequence:
+    """The bitstream of a sequence of pictures and the bits of each picture in display order."""
+
+    bitstream: bytes
+    frame_bits: list[int]
+    codec: dict
+    encode_s: float = 0.0
+    command: list[str] | None = None
 
 
 class CodecError(UserError, RuntimeError):
@@ -57,6 +109,38 @@ class VideoCodec(abc.ABC):
 
     def supports(self, chroma_format: str) -> bool:
         return chroma_format in ("400", "420", "444")
+
+    def encode_sequence(self, frames: Sequence[Frame], qp: int, condition: CodingCondition, *,
+                        label: str = "") -> CodedSequence:
+        """Code ``frames`` as one sequence under ``condition``. Here, for codecs without inter coding: All-Intra
+        only, each picture with :meth:`encode`, the pictures' bitstreams concatenated with a 4-byte length before
+        each (not counted as rate); codecs with inter coding override this and :meth:`decode_sequence`."""
+        if condition.mode != "AI":
+            raise CodecError(f"{self.name}: cannot code {label or 'a sequence'} under {condition.mode}: this codec "
+                             "codes pictures one at a time (All-Intra only); use codec=x265 for LD/RA")
+        start = time.perf_counter()
+        coded = [self.encode(f, qp, label=f"{label} frame {i}") for i, f in enumerate(frames)]
+        data = b"".join(struct.pack("<I", len(c.bitstream)) + c.bitstream for c in coded)
+        return CodedSequence(data, [8 * len(c.bitstream) for c in coded], self.identity(),
+                             time.perf_counter() - start, coded[0].command if coded else None)
+
+    def decode_sequence(self, bitstream: bytes, like: Frame | FrameSpec, num_frames: int, *,
+                        label: str = "") -> list[Frame]:
+        """Decode what :meth:`encode_sequence` made: ``num_frames`` pictures of ``like``'s geometry."""
+        frames, offset = [], 0
+        while offset < len(bitstream):
+            if offset + 4 > len(bitstream):
+                break
+            (size,) = struct.unpack_from("<I", bitstream, offset)
+            offset += 4
+            if offset + size > len(bitstream):
+                break
+            frames.append(self.decode(bitstream[offset:offset + size], like, label=f"{label} frame {len(frames)}"))
+            offset += size
+        if len(frames) != num_frames or offset != len(bitstream):
+            raise CodecError(f"{self.name}: {label or 'sequence'} holds {len(frames)} whole pictures, expected "
+                             f"{num_frames}; the bitstream is truncated or corrupt")
+        return frames
 
 
 class FrameSpec:

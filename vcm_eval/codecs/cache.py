@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from vcm_eval.codecs.base import FrameSpec, VideoCodec
+from vcm_eval.codecs.base import CodedSequence, CodingCondition, FrameSpec, VideoCodec
 from vcm_eval.store import Ref, Store, UnusableObjectError, content_key, sha256_hex
 from vcm_eval.types import CodedPicture, Frame
 
@@ -39,6 +40,18 @@ class StoredPicture:
     @property
     def num_bits(self) -> int:
         return 8 * self.num_bytes
+
+
+@dataclass
+class StoredSequence(StoredPicture):
+    """A coded sequence in the store: as :class:`StoredPicture`, plus the bits of each picture (display order)."""
+
+    frame_bits: list[int] = field(default_factory=list)
+
+
+def sequence_key(codec_identity: dict, qp: int, condition: CodingCondition, frames: Sequence[Frame]) -> str:
+    """Cache key of coding ``frames`` as one sequence at ``qp`` under ``condition``."""
+    return content_key(codec_identity, int(qp), condition.to_dict(), [frame_key(codec_identity, qp, f) for f in frames])
 
 
 def frame_key(codec_identity: dict, qp: int, frame: Frame) -> str:
@@ -131,6 +144,38 @@ class CachedCodec:
             "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         return StoredPicture(key, record["num_bytes"], coded.encode_s, False, coded.command, record["codec"])
+
+    def encode_sequence(self, frames: Sequence[Frame], qp: int, condition: CodingCondition, *,
+                        label: str = "") -> StoredSequence:
+        """Code ``frames`` as one sequence at ``qp`` under ``condition`` unless the store holds that bitstream."""
+        key = sequence_key(self.identity(), qp, condition, frames)
+        record = self.stored_record(key)
+        if record is not None and len(record.get("frame_bits", ())) == len(frames):
+            return StoredSequence(key, record["num_bytes"], record["encode_s"], True, record.get("command"),
+                                  record.get("codec", {}), list(record["frame_bits"]))
+        coded: CodedSequence = self.codec.encode_sequence(frames, qp, condition, label=label)
+        record = self.store_bitstream(key, coded.bitstream, {
+            "qp": int(qp),
+            "condition": condition.to_dict(),
+            "frame": FrameSpec.of(frames[0]).to_dict(),
+            "num_frames": len(frames),
+            "frame_bits": [int(b) for b in coded.frame_bits],
+            "codec": coded.codec or self.identity(),
+            "command": coded.command,
+            "encode_s": coded.encode_s,
+            "label": label,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        return StoredSequence(key, record["num_bytes"], coded.encode_s, False, coded.command, record["codec"],
+                              list(record["frame_bits"]))
+
+    def decode_sequence(self, key: str, like: Frame | FrameSpec, num_frames: int, *,
+                        label: str = "") -> tuple[list[Frame], float]:
+        """Decode the stored sequence ``key`` (``num_frames`` pictures); returns them and the decode wall time."""
+        data = self.read_bitstream(key)
+        start = time.perf_counter()
+        frames = self.codec.decode_sequence(data, like, num_frames, label=label)
+        return frames, time.perf_counter() - start
 
     def read_bitstream(self, key: str) -> bytes:
         """The bitstream of ``key``, checked against its record (size and sha256).

@@ -6,6 +6,13 @@ without the SEI message in which x265 writes its version and options (``info=0``
 otherwise be counted as rate. The raw ``hevc`` muxer writes the Annex-B elementary stream, so
 file bytes are bitstream bytes.
 
+Sequences (:meth:`X265Codec.encode_sequence`) are coded as one HEVC stream under the CTC's condition, at the
+same fixed QP with x265's default QP steps between picture types (``ipratio``/``pbratio``, as VTM's configs offset
+the QP of each temporal layer): ``AI`` every picture IDR; ``LD`` an IDR picture every intra period and P pictures
+between, each referring only to earlier ones; ``RA`` closed GOPs of one intra picture per intra period with
+hierarchical B pictures (``bframes=15``, ``b-pyramid``, fixed GOP of 16 as VTM's random-access configuration).
+Scene-cut detection is off so that only the intra period places intra pictures.
+
 libx265 refuses pictures narrower or lower than 16 samples (a packed level of a few channel components can
 be 10x15); such a 4:0:0 picture is extended to 16 by repeating its last row / column, and the decoder crops
 it back. Larger pictures are coded exactly as given.
@@ -15,6 +22,8 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +31,15 @@ import av
 import numpy as np
 
 from vcm_eval.codecs.avframes import PIX_FMTS, from_video_frame, pix_fmt, to_video_frame
-from vcm_eval.codecs.base import CodecError, CodecUnavailableError, FrameSpec, VideoCodec, check_decoded
+from vcm_eval.codecs.base import (
+    CodecError,
+    CodecUnavailableError,
+    CodedSequence,
+    CodingCondition,
+    FrameSpec,
+    VideoCodec,
+    check_decoded,
+)
 from vcm_eval.types import CodedPicture, Frame
 
 
@@ -36,6 +53,12 @@ def _pix_fmt(chroma_format: str, bit_depth: int) -> str:
 def decode_annexb(bitstream: bytes, container_format: str, spec: FrameSpec, *, codec: str,
                   label: str = "") -> Frame:
     """Decode a one-picture Annex-B stream (``hevc`` or ``vvc``) with PyAV's native decoder."""
+    return decode_annexb_frames(bitstream, container_format, spec, 1, codec=codec, label=label)[0]
+
+
+def decode_annexb_frames(bitstream: bytes, container_format: str, spec: FrameSpec, num_frames: int, *, codec: str,
+                         label: str = "") -> list[Frame]:
+    """Decode an Annex-B stream of ``num_frames`` pictures (display order) with PyAV's native decoder."""
     if not bitstream:
         raise CodecError(f"{codec}: bitstream of {label or 'picture'} is empty")
     try:
@@ -44,14 +67,14 @@ def decode_annexb(bitstream: bytes, container_format: str, spec: FrameSpec, *, c
     except (av.error.FFmpegError, ValueError) as exc:
         raise CodecError(f"{codec}: cannot decode {label or 'picture'} ({exc}); "
                          "the bitstream is truncated or corrupt") from exc
-    if len(frames) != 1:
-        raise CodecError(f"{codec}: {label or 'bitstream'} decodes to {len(frames)} pictures, expected 1; "
+    if len(frames) != num_frames:
+        raise CodecError(f"{codec}: {label or 'bitstream'} decodes to {len(frames)} pictures, expected {num_frames}; "
                          "the bitstream is truncated or corrupt")
     expected_fmt = PIX_FMTS.get((spec.chroma_format, spec.bit_depth))
-    if frames[0].format.name != expected_fmt:
+    if frames and frames[0].format.name != expected_fmt:
         raise CodecError(f"{codec}: {label or 'picture'} decoded as {frames[0].format.name}, expected {expected_fmt}")
-    decoded = from_video_frame(frames[0], spec.bit_depth, spec.chroma_format)
-    return check_decoded(decoded, spec, codec=codec, label=label)
+    return [check_decoded(from_video_frame(f, spec.bit_depth, spec.chroma_format), spec, codec=codec, label=label)
+            for f in frames]
 
 
 #: libx265's smallest picture side.
@@ -129,6 +152,66 @@ class X265Codec(VideoCodec):
         padded = FrameSpec(max(spec.height, MIN_SIDE), max(spec.width, MIN_SIDE), spec.bit_depth, spec.chroma_format)
         decoded = decode_annexb(bitstream, "hevc", padded, codec=self.name, label=label)
         return Frame.gray(np.ascontiguousarray(decoded.luma[: spec.height, : spec.width]), spec.bit_depth)
+
+    def sequence_params(self, qp: int, condition: CodingCondition) -> str:
+        """x265-params of a sequence under ``condition`` (see the module docstring)."""
+        common = f"qp={int(qp)}:info=0:pools=none:frame-threads=1:log-level=error:scenecut=0:open-gop=0"
+        if condition.mode == "AI":
+            structure = "keyint=1"
+        else:
+            keyint = condition.intra_period if condition.intra_period > 0 else 100000
+            structure = f"keyint={keyint}:min-keyint={keyint}"
+            structure += (":bframes=0" if condition.mode == "LD"
+                          else ":bframes=15:b-adapt=0:b-pyramid=1:rc-lookahead=20")
+        return f"{common}:{structure}" + (f":{self.extra_params}" if self.extra_params else "")
+
+    def encode_sequence(self, frames: Sequence[Frame], qp: int, condition: CodingCondition, *,
+                        label: str = "") -> CodedSequence:
+        """Code ``frames`` as one HEVC stream under ``condition``; bits per picture from its packets."""
+        self.check_available()
+        self.check_qp(qp, label=label)
+        if not frames:
+            raise CodecError(f"x265: {label or 'sequence'} has no frames")
+        start = time.perf_counter()
+        padded = [pad_to_minimum(f) for f in frames]
+        params = self.sequence_params(qp, condition)
+        rate = Fraction(condition.frame_rate).limit_denominator(1001)
+        buf, bits = io.BytesIO(), {}
+        try:
+            with av.open(buf, "w", format="hevc") as out:
+                stream = out.add_stream("libx265", rate=rate)
+                stream.width, stream.height = padded[0].width, padded[0].height
+                stream.pix_fmt = _pix_fmt(padded[0].chroma_format, padded[0].bit_depth)
+                stream.options = {"preset": self.preset, "x265-params": params}
+                packets = []
+                for index, frame in enumerate(padded):
+                    video_frame = to_video_frame(frame)
+                    video_frame.pts = index
+                    packets += stream.encode(video_frame)
+                packets += stream.encode(None)
+                for packet in packets:
+                    bits[int(packet.pts)] = bits.get(int(packet.pts), 0) + 8 * packet.size
+                    out.mux(packet)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise CodecError(f"x265: encoding {label or 'sequence'} ({len(frames)} frames of {frames[0].width}x"
+                             f"{frames[0].height}) at QP {qp} under {condition.mode} failed: {exc}") from exc
+        bitstream = buf.getvalue()
+        frame_bits = [bits.get(i, 0) for i in range(len(frames))]
+        if not bitstream or len(bits) != len(frames):
+            raise CodecError(f"x265: encoding {label or 'sequence'} at QP {qp} gave {len(bits)} pictures for "
+                             f"{len(frames)} frames")
+        frame_bits[0] += 8 * len(bitstream) - sum(frame_bits)  # anything the muxer adds counts as rate too
+        return CodedSequence(bitstream, frame_bits, self.identity(), time.perf_counter() - start,
+                             [f"libx265 preset={self.preset} fps={rate} {params}"])
+
+    def decode_sequence(self, bitstream: bytes, like: Frame | FrameSpec, num_frames: int, *,
+                        label: str = "") -> list[Frame]:
+        spec = FrameSpec.of(like)
+        padded = FrameSpec(max(spec.height, MIN_SIDE), max(spec.width, MIN_SIDE), spec.bit_depth, spec.chroma_format)
+        frames = decode_annexb_frames(bitstream, "hevc", padded, num_frames, codec=self.name, label=label)
+        if (padded.height, padded.width) == (spec.height, spec.width):
+            return frames
+        return [Frame.gray(np.ascontiguousarray(f.luma[: spec.height, : spec.width]), spec.bit_depth) for f in frames]
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "library": "libx265 via PyAV", "av": av.__version__,

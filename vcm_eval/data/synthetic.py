@@ -562,9 +562,12 @@ def _natural_fill(name: str, fh: int, fw: int, rng: np.random.Generator) -> np.n
     return out.astype(np.uint8)
 
 
-def _sensor_noise(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``rgb`` plus Gaussian noise of standard deviation sqrt(read^2 + gain * level) per channel and pixel."""
-    read, gain = float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.01, 0.06))
+def _sensor_noise(rgb: np.ndarray, rng: np.random.Generator, read: float | None = None,
+                  gain: float | None = None) -> np.ndarray:
+    """``rgb`` plus Gaussian noise of standard deviation sqrt(read^2 + gain * level) per channel and pixel
+    (``read`` and ``gain`` drawn from ``rng`` unless given: a video keeps one sensor for all its frames)."""
+    if read is None or gain is None:
+        read, gain = float(rng.uniform(1.0, 3.0)), float(rng.uniform(0.01, 0.06))
     # x 16: with the x 16 quantiles, (quantile * scale) >> 8 is sigma(level) * N(0, 1) in levels.
     scale = np.array([round(16 * math.sqrt(read * read + gain * v)) for v in range(256)], dtype=np.int16)
     draws = rng.integers(0, 256, size=rgb.shape, dtype=np.uint8)

@@ -1,0 +1,234 @@
+"""The video CTC: sequence coding under AI/LD/RA (x265 through PyAV; any codec All-Intra), the C-layer anchor, the
+compensation and the image anchor on sequences, the MOT and SFU-HW readers on stand-in files, the synthetic video
+set, and a whole ctc=embedded_video run (kbps, per-sequence and per-class BD, tracking)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_entries import make_features
+
+import vcm_eval
+from anchors.c_layer import CLayerAnchor
+from anchors.image import ImageAnchor
+from proposals.compensation import CompensationProposal
+from vcm_eval.codecs import LosslessCodec
+from vcm_eval.codecs.base import CodecError, CodingCondition, FrameSpec
+from vcm_eval.codecs.cache import CachedCodec
+from vcm_eval.codecs.x265 import X265Codec
+from vcm_eval.data.sequences import MotSequences, SfuHwSequences
+from vcm_eval.data.synthetic_video import generate_sequence
+from vcm_eval.errors import MissingInputError, SettingError
+from vcm_eval.evaluation.sequences import kilobits_per_second
+from vcm_eval.store import Store
+from vcm_eval.types import Frame
+
+
+def moving_frames(n: int = 12, shape: tuple[int, int] = (48, 64)) -> list[Frame]:
+    rng = np.random.default_rng(3)
+    base = (rng.random((shape[0], shape[1] + n)) * 1023).astype(np.uint16)
+    return [Frame.gray(np.ascontiguousarray(base[:, i:i + shape[1]]), 10) for i in range(n)]
+
+
+def test_conditions_are_checked_and_ai_has_period_one():
+    assert CodingCondition("AI", 64).intra_period == 1
+    with pytest.raises(SettingError, match="mode='XX'"):
+        CodingCondition("XX")
+    with pytest.raises(SettingError, match="intra_period=0"):
+        CodingCondition("LD", 0)
+
+
+@pytest.mark.parametrize("mode", ["AI", "LD", "RA"])
+def test_x265_codes_a_sequence_under_each_condition(mode):
+    frames = moving_frames()
+    codec = X265Codec(preset="ultrafast")
+    coded = codec.encode_sequence(frames, 30, CodingCondition(mode, 8, 25.0))
+    assert len(coded.frame_bits) == len(frames) and sum(coded.frame_bits) == 8 * len(coded.bitstream)
+    decoded = codec.decode_sequence(coded.bitstream, FrameSpec(48, 64), len(frames))
+    error = np.mean([np.abs(d.luma.astype(float) - f.luma) for d, f in zip(decoded, frames)])
+    assert error < 40  # a lossy but faithful reconstruction of 10-bit noise at QP 30
+    assert "keyint=1" in coded.command[0] if mode == "AI" else "keyint=8" in coded.command[0]
+    with pytest.raises(CodecError, match="truncated or corrupt"):
+        codec.decode_sequence(coded.bitstream[: len(coded.bitstream) // 2], FrameSpec(48, 64), len(frames))
+
+
+def test_inter_coding_spends_fewer_bits_than_intra_on_a_moving_picture():
+    frames, codec = moving_frames(16), X265Codec(preset="ultrafast")
+    bits = {m: sum(codec.encode_sequence(frames, 32, CodingCondition(m, 16)).frame_bits) for m in ("AI", "LD", "RA")}
+    assert bits["LD"] < 0.7 * bits["AI"] and bits["RA"] < 0.7 * bits["AI"], bits
+
+
+def test_a_codec_without_inter_coding_codes_all_intra_only_and_says_so():
+    frames, codec = moving_frames(3), LosslessCodec()
+    coded = codec.encode_sequence(frames, 30, CodingCondition("AI"))
+    decoded = codec.decode_sequence(coded.bitstream, FrameSpec(48, 64), 3)
+    assert all(np.array_equal(d.luma, f.luma) for d, f in zip(decoded, frames))
+    with pytest.raises(CodecError, match=r"\(All-Intra only\); use codec=x265"):
+        codec.encode_sequence(frames, 30, CodingCondition("LD", 8))
+    with pytest.raises(CodecError, match="2 whole pictures, expected 3"):
+        codec.decode_sequence(coded.bitstream[:-5], FrameSpec(48, 64), 3)
+
+
+def test_cached_sequences_are_coded_once_and_a_damaged_one_is_coded_again(tmp_path):
+    store = Store(tmp_path / "store")
+    coder = CachedCodec(X265Codec(preset="ultrafast"), store)
+    frames, condition = moving_frames(6), CodingCondition("LD", 4)
+    first = coder.encode_sequence(frames, 34, condition)
+    again = coder.encode_sequence(frames, 34, condition)
+    assert not first.from_cache and again.from_cache and again.frame_bits == first.frame_bits
+    assert coder.encode_sequence(frames, 34, CodingCondition("RA", 4)).key != first.key
+    path = Path(store.path("bitstreams", first.key, ".bin"))
+    path.write_bytes(path.read_bytes()[:-10])
+    healed = coder.encode_sequence(frames, 34, condition)
+    assert not healed.from_cache and healed.frame_bits == first.frame_bits
+
+
+def test_the_anchor_and_the_compensation_on_a_sequence_decode_as_their_pictures_do(tmp_path):
+    coder = CachedCodec(LosslessCodec(), Store(tmp_path / "s"))
+    frames = [make_features(seed=s) for s in (1, 2, 3)]
+    for entry in (CLayerAnchor(rate_points=[30]), CompensationProposal(rate_points=[30])):
+        coded = entry.encode_sequence(frames, 30, coder, CodingCondition("AI"))
+        assert coded.num_frames == 3 and coded.num_bits == sum(r.num_bits for r in coded.levels.values()) + \
+            coded.side_info_bits
+        received = type(coded).from_dict(coded.to_dict())
+        for features, decoded in zip(frames, entry.decode_sequence(received, coder)):
+            pictures = entry.decode(entry.encode(features, 30, coder), coder)
+            for level in entry.levels:
+                np.testing.assert_array_equal(decoded.layers[level], pictures.layers[level])
+
+
+def test_the_image_anchor_codes_frames_as_one_video(tmp_path):
+    coder = CachedCodec(X265Codec(preset="ultrafast"), Store(tmp_path / "s"))
+    rng = np.random.default_rng(0)
+    picture = np.kron((rng.random((10, 14, 3)) * 255).astype(np.uint8), np.ones((4, 4, 1), np.uint8))
+    frames = [np.roll(picture, 2 * i, axis=1) for i in range(5)]
+    decoded, coded = ImageAnchor(rate_points=[30]).code_sequence(frames, 30, coder, CodingCondition("LD", 8))
+    assert len(decoded) == 5 and decoded[0].shape == (40, 56, 3) and coded.num_frames == 5
+    assert coded.frame_bits[0] > 2 * max(coded.frame_bits[1:]) and 20 < coded.psnr_y < 60
+
+
+def write_mot(root, name="seq-a", frames=3, rows=()):
+    folder = root / name
+    (folder / "img1").mkdir(parents=True)
+    (folder / "gt").mkdir()
+    for t in range(frames):
+        from PIL import Image
+
+        Image.fromarray(np.full((24, 32, 3), 40 * t, np.uint8)).save(folder / "img1" / f"{t + 1:06d}.png")
+    (folder / "seqinfo.ini").write_text(f"[Sequence]\nname={name}\nimDir=img1\nframeRate=25\nseqLength={frames}\n"
+                                        "imWidth=32\nimHeight=24\nimExt=.png\n")
+    (folder / "gt" / "gt.txt").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_mot_sequences_read_frames_and_tracks_and_leave_out_what_the_devkit_ignores(tmp_path):
+    write_mot(tmp_path, rows=["1,7,2,3,10,12,1,1,1.0", "1,8,0,0,5,5,0,1,1.0", "2,7,4,3,10,12,1,1,0.8",
+                              "3,9,1,1,6,6,1,3,1.0"])
+    data = MotSequences(tmp_path, task="tracking")
+    (record,) = data.sequences()
+    assert (record.num_frames, record.frame_rate, record.width, record.height) == (3, 25.0, 32, 24)
+    truth = data.annotations(record)
+    assert [len(f) for f in truth] == [1, 1, 0]  # the flag-0 row and the class-3 row are left out
+    np.testing.assert_array_equal(truth[1].boxes, [[4, 3, 14, 15]])
+    assert truth[0].track_ids.tolist() == [7] and data.frame(record, 2)[0, 0, 0] == 80
+    assert len(data.fingerprint(record)) == 64
+    assert MotSequences(tmp_path, num_frames=2).sequences()[0].num_frames == 2
+    (tmp_path / "seq-a" / "img1" / "000002.png").write_bytes(b"not a png")
+    with pytest.raises(MissingInputError, match="000002.png: cannot read frame 2"):
+        data.frame(record, 1)
+    with pytest.raises(MissingInputError, match="no sequences \\['seq-b'\\]"):
+        MotSequences(tmp_path, sequences=["seq-b"]).sequences()
+    with pytest.raises(MissingInputError, match="seqinfo.ini"):
+        MotSequences(tmp_path / "nowhere").sequences()
+
+
+def test_sfu_sequences_read_yuv_frames_and_yolo_boxes(tmp_path):
+    w, h = 32, 16
+    y = np.full((2, h, w), 120, np.uint8)
+    uv = np.full((2, 2, h // 2, w // 2), 128, np.uint8)
+    with open(tmp_path / f"BQSquare_{w}x{h}_60.yuv", "wb") as f:
+        for t in range(2):
+            f.write(y[t].tobytes() + uv[t, 0].tobytes() + uv[t, 1].tobytes())
+    notes = tmp_path / "ann" / f"BQSquare_{w}x{h}_60"
+    notes.mkdir(parents=True)
+    (notes / "BQSquare_000.txt").write_text("0 0.5 0.5 0.25 0.5\n2 0.25 0.25 0.1 0.1\n")
+    (notes / "BQSquare_001.txt").write_text("")
+    data = SfuHwSequences(tmp_path, tmp_path / "ann")
+    (record,) = data.sequences()
+    assert (record.sequence_id, record.seq_class, record.num_frames, record.frame_rate) == ("BQSquare", "D", 2, 60.0)
+    truth = data.annotations(record)
+    np.testing.assert_allclose(truth[0].boxes[0], [12, 4, 20, 12])
+    assert truth[0].labels.tolist() == [0, 2] and len(truth[1]) == 0
+    rgb = data.frame(record, 1)
+    assert rgb.shape == (h, w, 3) and abs(int(rgb[0, 0, 0]) - 128) < 12  # mid grey through BT.709
+    with pytest.raises(SettingError, match="no track ids"):
+        SfuHwSequences(tmp_path, tmp_path / "ann", task="tracking")
+
+
+def test_synthetic_sequences_are_deterministic_move_and_keep_their_track_ids():
+    frames, truth, seq_class = generate_sequence(0, 1, 24, 160, 208)
+    again, truth_again, _ = generate_sequence(0, 1, 24, 160, 208)
+    assert seq_class == "panning" and all(np.array_equal(a, b) for a, b in zip(frames, again))
+    assert not np.array_equal(generate_sequence(1, 1, 2, 160, 208)[0][0], frames[0])
+    assert frames[0].shape == (160, 208, 3) and not np.array_equal(frames[0], frames[1])
+    ids = [set(f.track_ids.tolist()) for f in truth]
+    assert set().union(*ids) and all(len(f.track_ids) == len(set(f.track_ids.tolist())) for f in truth)
+    for f in truth:
+        assert np.all(f.boxes[:, :2] >= 0) and np.all(f.boxes[:, 2] <= 208) and np.all(f.boxes[:, 3] <= 160)
+    assert all(np.array_equal(a.boxes, b.boxes) for a, b in zip(truth, truth_again))
+
+
+def test_kbps_is_bits_per_second_of_the_sequence():
+    assert kilobits_per_second(64_000, 32, 32.0) == 64.0
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Where the small synthetic video set is generated once for this module's runs."""
+    return tmp_path_factory.mktemp("video-data")
+
+
+def video_cfg(tmp_path, data_root, *overrides):
+    return vcm_eval.compose(
+        f"paths.output_root={tmp_path}", f"paths.store={tmp_path}/store", f"paths.data_root={data_root}",
+        "ctc=embedded_video", "ctc.num_sequences=2", "ctc.num_frames=6", "dataset.height=160", "dataset.width=208",
+        "ctc.qps.features=[34,44]", "ctc.qps.image=[36,48]", "bd.min_points=2", "executor=local", "progress=false",
+        "tracking=none", "codec.preset=ultrafast", *overrides)
+
+
+def test_a_video_ctc_run_reports_kbps_and_bd_per_sequence_and_class(tmp_path, data_root):
+    cfg = video_cfg(tmp_path, data_root, "proposal=compensation", "ctc.condition.mode=RA",
+                    "ctc.condition.intra_period=4")
+    outcome = vcm_eval.run(cfg, tmp_path / "run")
+    summary = outcome.summary
+    assert set(summary["entry"]) == {"uncompressed", "c_layer", "image", "compensation"}
+    assert set(summary["sequence"]) == {"synthetic-00", "synthetic-01"}
+    coded = summary[summary["qp"].notna()]
+    np.testing.assert_allclose(coded["kbps"], coded["num_bits"] * 30 / 6 / 1000)
+    assert coded["map_50"].between(0, 1).all()
+    assert {"sequence", "class"} <= set(outcome.bd["scope"]) and set(outcome.bd["seq_class"]) == {"static", "panning"}
+    for name in ("xlsx", "summary", "bd", "per_image", "rd_plot"):
+        assert outcome.files[name].is_file(), name
+    assert set(pd.ExcelFile(outcome.files["xlsx"]).sheet_names) >= {"summary", "bd", "per_sequence", "config"}
+    rows = outcome.per_image
+    assert rows[rows["entry"] == "c_layer"]["computed_now"].all()
+    again = vcm_eval.run(cfg, tmp_path / "run2")  # everything comes from the store
+    assert not again.per_image["computed_now"].any()
+    pd.testing.assert_frame_equal(again.summary.drop(columns=[c for c in again.summary if c.endswith("_s")]),
+                                  summary.drop(columns=[c for c in summary if c.endswith("_s")]))
+
+
+def test_tracking_scores_mota_and_the_learned_entry_runs_intra_only(tmp_path, data_root):
+    cfg = video_cfg(tmp_path, data_root, "ctc.task=tracking", "anchor=[c_layer]", "proposal=learned_fusion",
+                    "ctc.num_sequences=1")
+    outcome = vcm_eval.run(cfg, tmp_path / "run")
+    summary = outcome.summary
+    assert {"mota", "idf1", "motp", "map_50"} <= set(summary.columns) and outcome.metric == "mota"
+    reference = summary[summary["entry"] == "uncompressed"]
+    assert reference["mota"].notna().all() and (reference["mota"] <= 1).all()
+    rows = outcome.per_image
+    assert rows[rows["entry"] == "learned_fusion"]["intra_only"].all()
+    assert not rows[rows["entry"] == "c_layer"]["intra_only"].any()
