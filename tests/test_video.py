@@ -209,6 +209,8 @@ def test_a_video_ctc_run_reports_kbps_and_bd_per_sequence_and_class(tmp_path, da
     coded = summary[summary["qp"].notna()]
     np.testing.assert_allclose(coded["kbps"], coded["num_bits"] * 30 / 6 / 1000)
     assert coded["map_50"].between(0, 1).all()
+    assert (summary["nn_part_2_kmac_per_px"] > 0).all()  # counted with torch's flop counter
+    assert (coded[coded["entry"] == "image"]["nn_part_1_kmac_per_px"] == 0).all()
     assert {"sequence", "class"} <= set(outcome.bd["scope"]) and set(outcome.bd["seq_class"]) == {"static", "panning"}
     for name in ("xlsx", "summary", "bd", "per_image", "rd_plot"):
         assert outcome.files[name].is_file(), name
@@ -232,3 +234,21 @@ def test_tracking_scores_mota_and_the_learned_entry_runs_intra_only(tmp_path, da
     rows = outcome.per_image
     assert rows[rows["entry"] == "learned_fusion"]["intra_only"].all()
     assert not rows[rows["entry"] == "c_layer"]["intra_only"].any()
+
+
+def test_plan_sweep_projects_a_video_ctc_from_a_sample_of_one_sequence(tmp_path, data_root):
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import plan_sweep
+
+    out = tmp_path / "plan.json"
+    assert plan_sweep.main([f"paths.data_root={data_root}", "ctc=embedded_video", "ctc.num_sequences=2",
+                            "ctc.num_frames=6", "dataset.height=160", "dataset.width=208", "anchor=[c_layer]",
+                            "codec.preset=ultrafast", "--sample-frames", "3", "--workers", "1", "4",
+                            "--json", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    assert plan["sequences"] == 2 and plan["frames"] == 12 and plan["sample"]["frames"] == 3
+    assert {"extract", "code:c_layer", "detect:c_layer"} == set(plan["seconds_per_frame_mpixel"])
+    assert plan["core_hours"] > 0 and plan["wall_hours"]["1"] >= plan["wall_hours"]["4"] > 0

@@ -7,6 +7,7 @@ worker needs.
     python tools/plan_sweep.py                                   # the embedded CTC, x265
     python tools/plan_sweep.py ctc=paper codec=vvenc proposal=compensation --workers 1 64 512
     python tools/plan_sweep.py ctc=paper codec=vtm proposal=compensation --clayers x101_image.npz
+    python tools/plan_sweep.py ctc=fcm_sfu proposal=compensation --sample-frames 8       # a video CTC with VTM
 
 Arguments of the form key=value are Hydra overrides, exactly as for ``python -m vcm_eval``. The sample is
 the sweep itself on the first ``--sample-images`` pictures of the data set, in this process, from an empty
@@ -23,6 +24,10 @@ Disk: what the sample's sweep stored, per kind, multiplied by the CTC's pictures
 entry's number of rate points: lower QPs make larger bitstreams). With ``keep_features=until_done`` no
 C-layers stay, and at most ``pictures_in_flight`` pictures hold them at once (docs/scale.md), which bounds
 the peak. ``--json FILE`` writes every figure.
+
+A video CTC (``ctc.coding: video``: ``embedded_video``, ``fcm_sfu``, ``fcm_tvd``) is sampled with the sequence
+sweep on the first ``--sample-frames`` frames of its first sequence under the CTC's condition and projected by
+frame-megapixels onto every sequence, entry and QP (:mod:`vcm_eval.pipeline.sequence_plan`).
 """
 
 from __future__ import annotations
@@ -114,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. ctc=paper codec=vtm")
     parser.add_argument("--sample-images", type=int, default=2)
+    parser.add_argument("--sample-frames", type=int, default=8,
+                        help="video CTCs: frames of the first sequence the sample codes")
     parser.add_argument("--clayers", type=Path, nargs="*", help="C-layer .npz files to sample instead of a model")
     parser.add_argument("--qp", type=int, help="QP of the sample (default: the CTC's middle feature QP)")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2, 16, 128, 1024])
@@ -135,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     codec = build(cfg.codec, expect=VideoCodec, what="codec")
     codec.check_available()
     specs = build_entries(cfg)
+    if str(cfg.ctc.get("coding", "")) == "video":
+        return plan_video(cfg, codec, specs, args)
     entries = [s.entry for s in specs]
     feature_entries = [e for e in entries if isinstance(e, FeatureCodingMethod)]
     qps = sorted(cfg.ctc.qps.features)
@@ -192,6 +201,25 @@ def main(argv: list[str] | None = None) -> int:
             "ctc": str(cfg.ctc.name), "num_images": num_images, "sample_images": sample.pictures, "qp": qp,
             "keep_features": retention.keep_features, "core_hours": core_hours, "s_per_mpixel": s_per_mpixel,
             **figures}, indent=1))
+    return 0
+
+
+def plan_video(cfg, codec: VideoCodec, specs: list[EntrySpec], args: argparse.Namespace) -> int:
+    """A video CTC: the sequence sweep on ``--sample-frames`` frames of the first sequence, projected."""
+    from vcm_eval.api_sequences import coding_condition
+    from vcm_eval.data.sequences import SequenceDataset
+    from vcm_eval.pipeline.sequence_plan import describe, plan_sequences
+
+    dataset = build(cfg.dataset, expect=SequenceDataset, what="dataset")
+    condition = coding_condition(cfg)
+    print(f"video CTC {cfg.ctc.name}: {len(dataset.sequences())} sequences, {condition.mode} (intra period "
+          f"{condition.intra_period}), codec {codec.name}, entries {[s.entry.name for s in specs]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = plan_sequences(dataset, OmegaConf.to_container(cfg.model, resolve=True), codec, condition, specs,
+                              Store(Path(tmp) / "store"), sample_frames=args.sample_frames, workers=args.workers)
+    print(describe(plan, codec.name))
+    if args.json:
+        args.json.write_text(json.dumps({"ctc": str(cfg.ctc.name), **plan.figures}, indent=1))
     return 0
 
 

@@ -133,6 +133,7 @@ def run_sequences(cfg: DictConfig, out_dir: Path, *, dataset: SequenceDataset, c
     scorer = SequenceScorer(dataset, model.class_names, task, tracker)
     rows = pd.DataFrame(results.rows)
     summary = summarize_sequences(rows, lambda entry, qp, seq: scorer(results.detections[(entry, qp, seq)], seq))
+    summary = with_complexity(summary, dataset, model, {s.entry.name: s.entry for s in entries})
     anchors = [s.entry.name for s in entries if s.role == "anchor"]
     names = [s.entry.name for s in entries]
     bd = bd_by_sequence(summary, anchors, names, scorer.headline, min_points=int(cfg.bd.min_points),
@@ -160,6 +161,31 @@ def run_sequences(cfg: DictConfig, out_dir: Path, *, dataset: SequenceDataset, c
         if warning:
             warnings.append(warning)
     return Results(out_dir, summary, bd, rows, files, run_id, scorer.headline, warnings, None)
+
+
+def with_complexity(summary: pd.DataFrame, dataset: SequenceDataset, model: Any,
+                    entries: dict[str, Any]) -> pd.DataFrame:
+    """``summary`` with the network parts' kMAC per pixel (:mod:`vcm_eval.evaluation.complexity`), counted once per
+    frame size on the first frame of the first sequence of that size: the sender's part (``nn_part_1``) and the
+    receiver's (``nn_part_2``) for feature entries and the uncompressed reference; for the image anchor the
+    receiver runs the whole network and the sender none."""
+    from vcm_eval.evaluation.complexity import network_complexity
+    from vcm_eval.methods import ImageCodingMethod
+
+    by_size: dict[tuple[int, int], dict[str, float]] = {}
+    per_sequence = {}
+    for record in dataset.sequences():
+        size = (record.height, record.width)
+        if size not in by_size:
+            by_size[size] = network_complexity(model, dataset.frame(record, 0))
+        per_sequence[record.sequence_id] = by_size[size]
+    part_1, part_2 = [], []
+    for row in summary.itertuples():
+        counts = per_sequence[row.sequence]
+        whole_model = isinstance(entries.get(row.entry), ImageCodingMethod)
+        part_1.append(0.0 if whole_model else counts["nn_part_1_kmac_per_px"])
+        part_2.append(counts["nn_part_2_kmac_per_px"] + (counts["nn_part_1_kmac_per_px"] if whole_model else 0.0))
+    return summary.assign(nn_part_1_kmac_per_px=part_1, nn_part_2_kmac_per_px=part_2)
 
 
 def mlflow_tables(summary: pd.DataFrame, bd: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,9 +31,17 @@ from typing import Any
 
 import av
 
-from vcm_eval.codecs.base import CodecError, CodecUnavailableError, FrameSpec, VideoCodec, check_decoded
-from vcm_eval.codecs.x265 import decode_annexb
-from vcm_eval.codecs.yuv import frame_from_bytes, write_yuv
+from vcm_eval.codecs.base import (
+    CodecError,
+    CodecUnavailableError,
+    CodedSequence,
+    CodingCondition,
+    FrameSpec,
+    VideoCodec,
+    check_decoded,
+)
+from vcm_eval.codecs.x265 import decode_annexb, decode_annexb_frames
+from vcm_eval.codecs.yuv import frame_from_bytes, frame_num_bytes, frame_to_bytes
 from vcm_eval.errors import SettingError
 from vcm_eval.types import CodedPicture, Frame
 
@@ -397,16 +405,91 @@ class ExternalCodec(VideoCodec):
     def encode(self, frame: Frame, qp: int, *, label: str = "") -> CodedPicture:
         """Code ``frame`` at ``qp`` with the encoder binary; see the class docstring for failures."""
         self._check_frame(frame, qp, label)
+        what = f"{label or 'picture'} ({frame.width}x{frame.height} {frame.chroma_format} {frame.bit_depth}-bit)"
+
+        def verify(bitstream: bytes) -> None:
+            self.decode(bitstream, FrameSpec.of(frame), label=label)
+
+        bitstream, args, elapsed, record, _ = self._run_encoder([frame], qp, label, what, self.encode_args, verify)
+        return CodedPicture(bitstream, codec=record, command=args, encode_s=elapsed)
+
+    def encode_sequence(self, frames: Sequence[Frame], qp: int, condition: CodingCondition, *,
+                        label: str = "") -> CodedSequence:
+        """Code ``frames`` as one sequence under ``condition`` (:meth:`sequence_args`); the bits of each picture
+        come from the encoder's per-picture log lines (:attr:`picture_bits_pattern`), the parameter sets' bits
+        counted with the first picture."""
+        if not self.codes_sequences:
+            return super().encode_sequence(frames, qp, condition, label=label)
+        if not frames:
+            raise CodecError(f"{self.name}: {label or 'sequence'} has no frames")
+        for frame in frames:
+            self._check_frame(frame, qp, label)
+        first = frames[0]
+        what = (f"{label or 'sequence'} ({len(frames)} frames of {first.width}x{first.height} {first.chroma_format} "
+                f"{first.bit_depth}-bit, {condition.mode})")
+
+        def verify(bitstream: bytes) -> None:
+            self.decode_sequence(bitstream, FrameSpec.of(first), len(frames), label=label)
+
+        bitstream, args, elapsed, record, log_text = self._run_encoder(
+            frames, qp, label, what, lambda job: self.sequence_args(job, condition, len(frames)), verify)
+        bits: dict[int, int] = {}
+        for match in re.finditer(self.picture_bits_pattern, log_text, flags=re.MULTILINE):
+            bits[int(match.group(1))] = int(match.group(2))
+        if sorted(bits) != list(range(len(frames))):
+            raise CodecError(f"{self.name}: the encoder log of {what} at QP {qp} reports the bits of pictures "
+                             f"{sorted(bits)[:8]}..., not of each of the {len(frames)} frames; cannot split the rate "
+                             f"per frame\n  command: {shlex.join(args)}")
+        frame_bits = [bits[i] for i in range(len(frames))]
+        frame_bits[0] += max(0, 8 * len(bitstream) - sum(frame_bits))  # parameter sets and SEI count as rate too
+        return CodedSequence(bitstream, frame_bits, record, elapsed, args)
+
+    def decode_sequence(self, bitstream: bytes, like: Frame | FrameSpec, num_frames: int, *,
+                        label: str = "") -> list[Frame]:
+        """Decode ``num_frames`` pictures (display order) with PyAV or the decoder binary, as :attr:`decoder` says."""
+        if not self.codes_sequences:
+            return super().decode_sequence(bitstream, like, num_frames, label=label)
+        spec = FrameSpec.of(like)
+        use_pyav = self.decoder == "pyav" or (self.decoder == "auto" and pyav_can_decode(self.annexb_format))
+        if use_pyav:
+            return decode_annexb_frames(bitstream, self.annexb_format, spec, num_frames, codec=self.name, label=label)
+        data = self._decode_to_yuv(bitstream, spec, label)
+        size = frame_num_bytes(spec)
+        if len(data) != size * num_frames:
+            raise CodecError(f"{self.name}: {label or 'sequence'} decodes to {len(data) / size:g} pictures of "
+                             f"{spec!r}, expected {num_frames}; the bitstream is truncated or corrupt")
+        return [check_decoded(frame_from_bytes(data[i * size:(i + 1) * size], spec), spec, codec=self.name,
+                              label=label) for i in range(num_frames)]
+
+    #: whether :meth:`sequence_args` codes a sequence as one stream; otherwise sequences are coded All-Intra, one
+    #: picture per encoder run (:meth:`VideoCodec.encode_sequence`)
+    codes_sequences: bool = False
+
+    def sequence_args(self, job: EncodeJob, condition: CodingCondition, num_frames: int) -> list[str]:
+        """Encoder arguments for a sequence of ``num_frames`` pictures under ``condition`` (codecs with
+        :attr:`codes_sequences`)."""
+        raise NotImplementedError
+
+    #: regex over the encoder's log: one match per coded picture, group 1 its POC (display index), group 2 its bits
+    picture_bits_pattern: str = r"^POC\s+(\d+)\b.*?\)\s+(\d+)\s+bits"
+
+    def _run_encoder(self, frames: Sequence[Frame], qp: int, label: str, what: str,
+                     arguments: Callable[[EncodeJob], list[str]], verify: Callable[[bytes], None]
+                     ) -> tuple[bytes, list[str], float, dict[str, Any], str]:
+        """Write ``frames`` to one YUV file, run the encoder on it, check and verify the bitstream.
+        Returns the bitstream, the command, wall seconds, the identity record and the encoder's log."""
         encoder, banner, warning = self._checked_encoder()
         config = self.find_config()
-        what = f"{label or 'picture'} ({frame.width}x{frame.height} {frame.chroma_format} {frame.bit_depth}-bit)"
+        frame = frames[0]
         with tempfile.TemporaryDirectory(prefix=f"vcm_eval_{self.name}_", dir=self.tmp_dir) as tmp_name:
             tmp = Path(tmp_name)
             job = EncodeJob(str(tmp / "input.yuv"), str(tmp / f"bitstream.{self.annexb_format}"),
                             str(frame.width), str(frame.height), str(frame.bit_depth), frame.chroma_format,
                             str(int(qp)), str(config) if config is not None else "")
-            write_yuv(frame, job.input_path)
-            args = [str(encoder), *self.encode_args(job)]
+            with open(job.input_path, "wb") as yuv:
+                for picture in frames:
+                    yuv.write(frame_to_bytes(picture))
+            args = [str(encoder), *arguments(job)]
             log_path = tmp / "encoder.log"
             log_path.write_text(f"# {shlex.join(args)}\n")
 
@@ -429,16 +512,16 @@ class ExternalCodec(VideoCodec):
                 raise fail(f"the bitstream ({len(bitstream)} bytes) does not start with an Annex-B start code")
             if self.verify:
                 try:
-                    self.decode(bitstream, FrameSpec.of(frame), label=label)
+                    verify(bitstream)
                 except CodecUnavailableError:
                     pass  # no decoder here: the pipeline decodes where one is available
                 except CodecError as exc:
-                    raise fail(f"the bitstream ({len(bitstream)} bytes) does not decode to the coded picture "
+                    raise fail(f"the bitstream ({len(bitstream)} bytes) does not decode to the coded picture(s) "
                                f"(truncated or foreign output): {exc}") from exc
             if self.keep_logs == "always":
                 self._keep_log(log_path, label, qp, failed=False)
-        record = self.identity_record(encoder, banner, warning)
-        return CodedPicture(bitstream, codec=record, command=args, encode_s=elapsed)
+            log_text = log_path.read_text(errors="replace")
+        return bitstream, args, elapsed, self.identity_record(encoder, banner, warning), log_text
 
     def identity_record(self, encoder: Path, banner: Banner, warning: str | None) -> dict[str, Any]:
         """What is stored with each result: the identity plus the binary's path and full banner line."""
@@ -487,6 +570,16 @@ class ExternalCodec(VideoCodec):
 
     def decode_with_binary(self, bitstream: bytes, spec: FrameSpec, *, label: str = "") -> Frame:
         """Decode through the decoder binary (``-b in -o out -d bit_depth``), then check the geometry."""
+        data = self._decode_to_yuv(bitstream, spec, label)
+        try:
+            frame = frame_from_bytes(data, spec)
+        except ValueError as exc:
+            raise CodecError(f"{self.name}: decoded picture of {label or 'picture'}: {exc}; the bitstream is "
+                             "truncated or belongs to another picture") from None
+        return check_decoded(frame, spec, codec=self.name, label=label)
+
+    def _decode_to_yuv(self, bitstream: bytes, spec: FrameSpec, label: str) -> bytes:
+        """The decoder binary's output file for ``bitstream`` (every picture, as YUV)."""
         decoder = self._decoder_path(required=True)
         if not bitstream:
             raise CodecError(f"{self.name}: bitstream of {label or 'picture'} is empty")
@@ -507,13 +600,7 @@ class ExternalCodec(VideoCodec):
                               exit_hint=" (truncated or corrupt bitstream?)")
             if not out_path.is_file():
                 raise fail("the decoder wrote no picture")
-            data = out_path.read_bytes()
-        try:
-            frame = frame_from_bytes(data, spec)
-        except ValueError as exc:
-            raise CodecError(f"{self.name}: decoded picture of {label or 'picture'}: {exc}; the bitstream is "
-                             "truncated or belongs to another picture") from None
-        return check_decoded(frame, spec, codec=self.name, label=label)
+            return out_path.read_bytes()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(decoder={self.decoder!r}, expected_version={self.expected_version!r})"

@@ -17,6 +17,17 @@ One picture is coded per call, with the options of the golden streams in ``share
         --InputChromaFormat=400 --InputBitDepth=10 --InternalBitDepth=10 --OutputBitDepth=10
         --ConformanceWindowMode=1 -q QP -b out.bin -o /dev/null
 
+A sequence of a video CTC is coded in one call under its condition, with the CTC's configuration file of that
+condition from the same ``cfg/`` folder (``encoder_intra_vtm.cfg``, ``encoder_lowdelay_vtm.cfg``,
+``encoder_randomaccess_vtm.cfg``), the frame rate and frame count on the command line, as the FCM CTC's scripts
+drive it::
+
+    EncoderAppStatic -c encoder_lowdelay_vtm.cfg -i seq.yuv -wdt W -hgt H -fr FPS -f N --IntraPeriod=64
+        --InputChromaFormat=400 --InputBitDepth=10 --InternalBitDepth=10 --OutputBitDepth=10
+        --ConformanceWindowMode=1 -q QP -b out.bin -o /dev/null
+
+and the bits of each picture are read from the encoder's ``POC ... bits`` lines.
+
 ``--ConformanceWindowMode=1`` pads sizes that are not a multiple of the minimum CU size and signals
 the padding as the conformance window (decoders crop it); for other sizes it changes nothing.
 """
@@ -30,12 +41,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from vcm_eval.codecs.base import CodecUnavailableError
+from vcm_eval.codecs.base import CodecUnavailableError, CodingCondition
 from vcm_eval.codecs.external import EncodeJob, ExternalCodec, env_or, find_executable
 from vcm_eval.hashing import file_sha256
 
 #: configuration file of the CTC All-Intra condition, under ``cfg/`` of a VTM tree.
 DEFAULT_CFG_NAME = "encoder_intra_vtm.cfg"
+#: configuration file of each coding condition of a video CTC, beside the All-Intra one
+CONDITION_CFG_NAMES = {"AI": DEFAULT_CFG_NAME, "LD": "encoder_lowdelay_vtm.cfg", "RA": "encoder_randomaccess_vtm.cfg"}
 
 
 @lru_cache(maxsize=16)
@@ -227,10 +240,39 @@ class VTMCodec(ExternalCodec):
             *self.extra_options,
         ]
 
+    codes_sequences = True
+
+    def condition_config(self, mode: str) -> Path:
+        """The configuration file of coding condition ``mode``: the All-Intra file itself for ``AI``, else the
+        CTC's file of that condition in the All-Intra file's folder."""
+        intra = self.find_config()
+        if mode == "AI":
+            return intra
+        path = intra.parent / CONDITION_CFG_NAMES[mode]
+        if not path.is_file():
+            raise CodecUnavailableError(f"{self.name}: the {mode} configuration {path} does not exist; a VTM tree has "
+                                        f"it in cfg/ beside {intra.name}")
+        return path
+
+    def sequence_args(self, job: EncodeJob, condition: CodingCondition, num_frames: int) -> list[str]:
+        """The CTC's command line for a sequence under ``condition`` (see the module docstring)."""
+        args = self.encode_args(job)
+        args[args.index("-c") + 1] = str(self.condition_config(condition.mode))
+        args[args.index("-fr") + 1] = str(max(1, round(condition.frame_rate)))
+        args[args.index("-f") + 1] = str(num_frames)
+        at = args.index("-q")
+        return [*args[:at], f"--IntraPeriod={condition.intra_period}", *args[at:]]
+
     def identity_extra(self) -> dict[str, Any]:
         cfg = self.find_config()
         stat = cfg.stat()
-        return {"cfg_name": cfg.name, "cfg_sha256": _cfg_sha256(str(cfg), stat.st_mtime_ns, stat.st_size)}
+        extra = {"cfg_name": cfg.name, "cfg_sha256": _cfg_sha256(str(cfg), stat.st_mtime_ns, stat.st_size)}
+        for mode in ("LD", "RA"):  # a sequence's bitstream depends on its condition's file too
+            path = cfg.parent / CONDITION_CFG_NAMES[mode]
+            if path.is_file():
+                stat = path.stat()
+                extra[f"cfg_{mode.lower()}_sha256"] = _cfg_sha256(str(path), stat.st_mtime_ns, stat.st_size)
+        return extra
 
     def __repr__(self) -> str:
         where = self.encoder_path or self.vtm_dir or f"${self.env_dir}"
