@@ -252,3 +252,14 @@ def test_plan_sweep_projects_a_video_ctc_from_a_sample_of_one_sequence(tmp_path,
     assert plan["sequences"] == 2 and plan["frames"] == 12 and plan["sample"]["frames"] == 3
     assert {"extract", "code:c_layer", "detect:c_layer"} == set(plan["seconds_per_frame_mpixel"])
     assert plan["core_hours"] > 0 and plan["wall_hours"]["1"] >= plan["wall_hours"]["4"] > 0
+
+
+def test_until_done_deletes_a_sequences_c_layers_and_keeps_its_results(tmp_path, data_root):
+    overrides = ["anchor=[c_layer]", "ctc.num_sequences=1", "ctc.num_frames=4"]
+    kept = vcm_eval.run(video_cfg(tmp_path / "a", data_root, *overrides), tmp_path / "a" / "run")
+    done = vcm_eval.run(video_cfg(tmp_path / "b", data_root, *overrides, "store.keep_features=until_done"),
+                        tmp_path / "b" / "run")
+    assert list((tmp_path / "a" / "store" / "clayers").rglob("*.npz"))
+    assert not list((tmp_path / "b" / "store" / "clayers").rglob("*.npz"))
+    columns = ["entry", "sequence", "qp", "num_bits", "map_50"]
+    pd.testing.assert_frame_equal(kept.summary[columns], done.summary[columns])

@@ -24,7 +24,7 @@ from vcm_eval.pipeline.graph import Node
 from vcm_eval.pipeline.records import UNCOMPRESSED, key
 from vcm_eval.pipeline.scheduler import Scheduler
 from vcm_eval.pipeline.settings import StoreSettings
-from vcm_eval.pipeline.sweep import EntrySpec, _StoreBook
+from vcm_eval.pipeline.sweep import EntrySpec, _StoreBook, run_healing
 from vcm_eval.pipeline.worker import Runtime
 from vcm_eval.sequence_methods import CodedFeatureSequence, CodedFrames, CodedVideo
 from vcm_eval.store import Store
@@ -111,9 +111,12 @@ class SequenceSweep:
         for seq in self.sequences:
             keys = self.keys(seq)
             clayers = [("clayers", k, ".npz") for k in keys["clayers"]]
+            uncompressed = ("detections", keys[UNCOMPRESSED], ".json")
+            transient = self.settings.retention.transient
             extract = Node(f"extract:{seq.sequence_id}", f"sequence {seq.sequence_id}: C-layers",
                            tasks.extract_sequence, (rt, seq, keys["clayers"], keys[UNCOMPRESSED]),
-                           [*clayers, ("detections", keys[UNCOMPRESSED], ".json")])
+                           [uncompressed] if transient else [*clayers, uncompressed],
+                           transient=clayers if transient else [])
             nodes.append(extract)
             for spec in self.entries:
                 entry = spec.entry
@@ -127,7 +130,7 @@ class SequenceSweep:
                         continue
                     code = Node(f"code:{seq.sequence_id}:{entry.name}:{qp}", f"{what}: coding", tasks.code_sequence,
                                 (rt, seq, keys["clayers"], entry, qp, self.condition_of(seq), coded),
-                                [("coded", coded, ".json")], [extract.key])
+                                [("coded", coded, ".json")], [extract.key], reads=clayers if transient else [])
                     detect = Node(f"detect:{seq.sequence_id}:{entry.name}:{qp}", f"{what}: detection",
                                   tasks.detect_sequence, (rt, seq, coded, _coded_type(entry), entry, detections),
                                   [("detections", detections, ".json")], [code.key])
@@ -138,10 +141,14 @@ class SequenceSweep:
         import torch
 
         threads = torch.get_num_threads()
+        retention = self.settings.retention
+        # the window counts frames (pictures holding C-layers); it admits at least two sequences at a time
+        window = (max(retention.window(self.executor.workers), 2 * max(s.num_frames for s in self.sequences))
+                  if retention.transient else None)
         try:
             scheduler = Scheduler(self.executor, _StoreBook(self.store), fail_fast=self.fail_fast,
-                                  progress=self.progress)
-            return self.collect(scheduler.run(self.plan()))
+                                  progress=self.progress, window=window)
+            return run_healing(scheduler, self.plan, self.collect)
         finally:
             torch.set_num_threads(threads)
 

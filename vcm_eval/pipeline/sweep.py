@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from vcm_eval.codecs.base import VideoCodec
 from vcm_eval.data.base import DetectionDataset, ImageRecord
@@ -38,6 +38,8 @@ from vcm_eval.pipeline.scheduler import Scheduler, SweepError
 from vcm_eval.pipeline.settings import StoreSettings
 from vcm_eval.pipeline.worker import Runtime
 from vcm_eval.store import Store, UnusableObjectError
+
+T = TypeVar("T")
 
 log = logging.getLogger("vcm_eval.pipeline")
 
@@ -173,20 +175,8 @@ class Sweep:
                               progress=self.progress, max_worker_restarts=self.max_worker_restarts,
                               window=self.retention.window(self.executor.workers) if self.retention.transient
                               else None)
-        timings: dict[str, dict] = {}
         try:
-            for attempt in range(1, HEAL_PASSES + 1):
-                try:
-                    timings.update(scheduler.run(self.plan()))
-                    return self.collect(timings)
-                except (SweepError, UnusableObjectError) as exc:
-                    healable = exc.healable if isinstance(exc, SweepError) else True
-                    if not healable or attempt == HEAL_PASSES:
-                        raise
-                    what = list(dict.fromkeys(exc.unusable if isinstance(exc, SweepError) else [exc.path]))
-                    log.warning("%d stored object(s) were missing or damaged (%s); planning the sweep again to "
-                                "recompute them", len(what), ", ".join(what[:3]) + (" ..." if len(what) > 3 else ""))
-            raise AssertionError("unreachable")  # pragma: no cover
+            return run_healing(scheduler, self.plan, self.collect)
         finally:
             torch.set_num_threads(threads)
 
@@ -210,6 +200,25 @@ class Sweep:
                                                chain_keys.detections, chain.task_keys(image.image_id, entry, qp)))
             pictures.append((image.image_id, keys.uncompressed, f"extract:{image.image_id}", chains))
         return collect_rows(self.store, pictures, timings)
+
+
+def run_healing(scheduler: Scheduler, plan: Callable[[], list[Node]], collect: Callable[[dict[str, dict]], T]) -> T:
+    """Run the planned tasks, then ``collect`` the results. A task that met a missing or damaged stored input
+    fails, the input is set aside, and the graph is planned again (up to :data:`HEAL_PASSES` times) to
+    recompute it."""
+    timings: dict[str, dict] = {}
+    for attempt in range(1, HEAL_PASSES + 1):
+        try:
+            timings.update(scheduler.run(plan()))
+            return collect(timings)
+        except (SweepError, UnusableObjectError) as exc:
+            healable = exc.healable if isinstance(exc, SweepError) else True
+            if not healable or attempt == HEAL_PASSES:
+                raise
+            what = list(dict.fromkeys(exc.unusable if isinstance(exc, SweepError) else [exc.path]))
+            log.warning("%d stored object(s) were missing or damaged (%s); planning the sweep again to "
+                        "recompute them", len(what), ", ".join(what[:3]) + (" ..." if len(what) > 3 else ""))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _StoreBook:
