@@ -100,19 +100,13 @@ class CodedResult(abc.ABC):
         """A JSON-able record that :meth:`from_dict` reads back."""
 
 
-@dataclass
-class CodedFeatures(CodedResult):
-    """The coded split-point layers of one image at one rate point: the bitstreams plus side information.
+class CodedLevels(CodedResult):
+    """A coded result made of per-level bitstreams (``levels``: name -> a record with ``num_bits``, ``encode_s``,
+    ``from_cache``, ``bitstream``, ``qp``, ``psnr_db``) plus ``side_info_bits``: one picture's
+    (:class:`CodedFeatures`) or a whole sequence's (:class:`~vcm_eval.sequence_methods.CodedFeatureSequence`)."""
 
-    ``num_bits`` counts every bit a decoder receives: the bitstreams and ``side_info_bits``.
-    """
-
-    entry: str
-    rate_point: int
-    meta: SplitMeta
-    levels: dict[str, CodedLevel]
+    levels: dict[str, Any]
     side_info_bits: int
-    codec: dict = field(default_factory=dict)
 
     @property
     def num_bits(self) -> int:
@@ -141,6 +135,21 @@ class CodedFeatures(CodedResult):
                    for name, level in levels},
                 SIDE_INFO_BITS: self.side_info_bits,
                 **{level_column(LEVEL_PSNR, name): level.psnr_db for name, level in levels}}
+
+
+@dataclass
+class CodedFeatures(CodedLevels):
+    """The coded split-point layers of one image at one rate point: the bitstreams plus side information.
+
+    ``num_bits`` counts every bit a decoder receives: the bitstreams and ``side_info_bits``.
+    """
+
+    entry: str
+    rate_point: int
+    meta: SplitMeta
+    levels: dict[str, CodedLevel]
+    side_info_bits: int
+    codec: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vcm_eval.columns import LEVEL_BITS, LEVEL_PSNR, LEVEL_QP, SIDE_INFO_BITS, level_column
-from vcm_eval.methods import CodedFeatures, CodedResult
+from vcm_eval.columns import LEVEL_BITS, SIDE_INFO_BITS, level_column
+from vcm_eval.methods import CodedFeatures, CodedLevels, CodedResult
 from vcm_eval.types import SplitMeta
 
 
@@ -58,7 +58,7 @@ class CodedLevelSequence:
 
 
 @dataclass
-class CodedFeatureSequence(CodedResult):
+class CodedFeatureSequence(CodedLevels):
     """The coded split-point layers of every frame of a sequence at one rate point.
 
     ``num_bits`` counts every bit a decoder receives: each level's video and the side information of every frame.
@@ -73,31 +73,8 @@ class CodedFeatureSequence(CodedResult):
     codec: dict = field(default_factory=dict)
 
     @property
-    def num_bits(self) -> int:
-        return sum(level.num_bits for level in self.levels.values()) + self.side_info_bits
-
-    @property
     def num_frames(self) -> int:
         return len(self.metas)
-
-    @property
-    def encode_s(self) -> float:
-        return sum(level.encode_s for level in self.levels.values())
-
-    @property
-    def from_cache(self) -> bool:
-        return all(level.from_cache for level in self.levels.values())
-
-    def bitstream_keys(self) -> list[str]:
-        return [level.bitstream for level in self.levels.values()]
-
-    def rate_columns(self) -> dict[str, Any]:
-        levels = sorted(self.levels.items())
-        return {**{level_column(LEVEL_BITS, name): level.num_bits for name, level in levels},
-                **{level_column(LEVEL_QP, name): self.rate_point if level.qp is None else level.qp
-                   for name, level in levels},
-                SIDE_INFO_BITS: self.side_info_bits,
-                **{level_column(LEVEL_PSNR, name): level.psnr_db for name, level in levels}}
 
     def to_dict(self) -> dict:
         return {"entry": self.entry, "rate_point": self.rate_point, "condition": self.condition,
