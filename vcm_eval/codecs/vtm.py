@@ -26,7 +26,9 @@ drive it::
         --InputChromaFormat=400 --InputBitDepth=10 --InternalBitDepth=10 --OutputBitDepth=10
         --ConformanceWindowMode=1 -q QP -b out.bin -o /dev/null
 
-and the bits of each picture are read from the encoder's ``POC ... bits`` lines.
+(under AI with ``--TemporalSubsampleRatio=1``: the All-Intra file codes only every 8th picture), and the bits of
+each picture are read from the encoder's ``POC ... bits`` lines. VTM-12.0's random-access file has a GOP of 32, so
+its intra period must be a multiple of 32 (or -1); the encoder says so when it is not.
 
 ``--ConformanceWindowMode=1`` pads sizes that are not a multiple of the minimum CU size and signals
 the padding as the conformance window (decoders crop it); for other sizes it changes nothing.
@@ -261,7 +263,10 @@ class VTMCodec(ExternalCodec):
         args[args.index("-fr") + 1] = str(max(1, round(condition.frame_rate)))
         args[args.index("-f") + 1] = str(num_frames)
         at = args.index("-q")
-        return [*args[:at], f"--IntraPeriod={condition.intra_period}", *args[at:]]
+        # the All-Intra file codes every 8th picture (TemporalSubsampleRatio 8, the still-picture CTC's sampling);
+        # a video CTC codes every frame
+        every_frame = ["--TemporalSubsampleRatio=1"] if condition.mode == "AI" else []
+        return [*args[:at], f"--IntraPeriod={condition.intra_period}", *every_frame, *args[at:]]
 
     def identity_extra(self) -> dict[str, Any]:
         cfg = self.find_config()

@@ -10,7 +10,8 @@ Sequences (:meth:`X265Codec.encode_sequence`) are coded as one HEVC stream under
 same fixed QP with x265's default QP steps between picture types (``ipratio``/``pbratio``, as VTM's configs offset
 the QP of each temporal layer): ``AI`` every picture IDR; ``LD`` an IDR picture every intra period and P pictures
 between, each referring only to earlier ones; ``RA`` closed GOPs of one intra picture per intra period with
-hierarchical B pictures (``bframes=15``, ``b-pyramid``, fixed GOP of 16 as VTM's random-access configuration).
+hierarchical B pictures (``bframes=15``, ``b-pyramid``: a fixed GOP of 16, the longest x265 allows; VTM-12.0's
+random-access configuration has 32).
 Scene-cut detection is off so that only the intra period places intra pictures.
 
 libx265 refuses pictures narrower or lower than 16 samples (a packed level of a few channel components can
