@@ -145,3 +145,17 @@ class InterruptingCodec(NoiseCodec):
 
     def identity(self) -> dict[str, Any]:
         return {"name": NoiseCodec.name, "amplitude": self.amplitude}  # same bitstreams as NoiseCodec
+
+
+class PictureOnlyImageEntry:
+    """An image entry that codes still pictures and has no ``code_sequence`` (built as ``_target_`` from YAML)."""
+
+    def __new__(cls, **kwargs: Any):
+        from vcm_eval.methods import ImageCodingMethod
+
+        class PictureOnly(ImageCodingMethod):
+            def code(self, image, rate_point, coder, *, label=""):
+                raise AssertionError("a video CTC must not code pictures one by one")
+
+        return PictureOnly(name=kwargs.get("name", "image"), rate_points=kwargs["rate_points"],
+                           bit_depth=kwargs.get("bit_depth", 10))

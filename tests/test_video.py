@@ -284,3 +284,29 @@ def test_vtm_codes_a_sequence_as_the_ctc_drives_it(mode, period):
     assert command[command.index("-c") + 1].endswith(cfg[mode]) and command[command.index("-f") + 1] == "5"
     assert f"--IntraPeriod={period}" in command and command[command.index("-fr") + 1] == "30"
     assert len(codec.decode_sequence(coded.bitstream, FrameSpec(32, 48), 5)) == 5
+
+
+def test_a_video_run_is_logged_to_mlflow_with_its_class_bd_and_files(tmp_path, data_root):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = video_cfg(tmp_path, data_root, "anchor=[c_layer,image]", "ctc.num_sequences=1", "ctc.num_frames=4",
+                    "tracking=mlflow", f"tracking.tracking_uri={uri}",
+                    f"tracking.artifact_location=file://{tmp_path}/mlartifacts")
+    outcome = vcm_eval.run(cfg, tmp_path / "run")
+    assert outcome.mlflow_run_id and not outcome.warnings
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    parent = client.get_run(outcome.mlflow_run_id)
+    assert parent.data.params["ctc.name"] == "embedded_video" and "uncompressed_map_50" in parent.data.metrics
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{outcome.mlflow_run_id}'")
+    assert {r.data.tags["entry"] for r in children} == {"c_layer", "image"}
+    names = {a.path for a in client.list_artifacts(outcome.mlflow_run_id)}
+    assert {"summary.csv", "bd.csv", "ctc_embedded_video.xlsx"} <= names
+
+
+def test_an_image_entry_that_codes_pictures_only_is_refused_before_any_work(tmp_path, data_root):
+    cfg = video_cfg(tmp_path, data_root, "anchor=[image]", "anchor.image._target_=fakes.PictureOnlyImageEntry")
+    with pytest.raises(SettingError, match="codes still pictures only"):
+        vcm_eval.run(cfg, tmp_path / "run")
+    assert not (tmp_path / "store" / "clayers").exists()

@@ -190,7 +190,7 @@ def with_complexity(summary: pd.DataFrame, dataset: SequenceDataset, model: Any,
 
 def mlflow_tables(summary: pd.DataFrame, bd: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What MLflow's runs show of a video CTC: per (entry, QP) the mean over sequences of the rate (``avg_bpp``,
-    ``kbps``) and of the metrics, and the BD figures of each class (``test`` named ``<entry>[<class>]``)."""
+    ``kbps``) and of the metrics, and the BD figures of each class (``test`` named ``<entry>/<class>``)."""
     numeric = [c for c in summary.columns if c not in ("entry", "role", "sequence", "seq_class", "qp")
                and pd.api.types.is_numeric_dtype(summary[c])]
     keyed = summary.assign(qp=summary["qp"].fillna(-1))
@@ -199,7 +199,7 @@ def mlflow_tables(summary: pd.DataFrame, bd: pd.DataFrame) -> tuple[pd.DataFrame
     if bd.empty:
         return overall, bd
     classes = bd[bd["scope"] == "class"].copy()
-    classes["test"] = classes["test"] + "[" + classes["seq_class"].astype(str) + "]"
+    classes["test"] = classes["test"] + "/" + classes["seq_class"].astype(str)  # a name MLflow accepts
     return overall, classes
 
 

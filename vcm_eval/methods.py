@@ -304,8 +304,9 @@ class ImageCodingMethod(CodingEntry):
     def code_sequence(self, frames: Sequence[np.ndarray], rate_point: int, coder: CachedCodec, condition: Any, *,
                       label: str = "") -> tuple[list[np.ndarray], CodedResult]:
         """Code the frames of a sequence as one video under ``condition``; returns the decoded RGB frames and the
-        coded result (:class:`~vcm_eval.sequence_methods.CodedVideo`)."""
-        raise NotImplementedError(f"{type(self).__name__} does not code sequences")
+        coded result (:class:`~vcm_eval.sequence_methods.CodedVideo`). Entries that can code video override it."""
+        raise SettingError(f"{self.name}: {type(self).__name__} codes still pictures only; a video CTC needs an image "
+                           "entry that codes a sequence as one video (code_sequence), as anchors/image.py does")
 
 def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):

@@ -68,8 +68,12 @@ class SequenceSweep:
         self.entries = list(entries)
         self.store, self.executor, self.fail_fast, self.progress = store, executor, fail_fast, progress
         for spec in self.entries:
-            if not isinstance(spec.entry, (FeatureCodingMethod, ImageCodingMethod)):
-                raise SettingError(f"entry {spec.entry.name!r} cannot run on sequences")
+            entry = spec.entry
+            if not isinstance(entry, (FeatureCodingMethod, ImageCodingMethod)):
+                raise SettingError(f"entry {entry.name!r} is neither a feature nor an image entry; a video CTC codes "
+                                   "only those")
+            if isinstance(entry, ImageCodingMethod) and type(entry).code_sequence is ImageCodingMethod.code_sequence:
+                entry.code_sequence([], 0, None, None)  # raises the entry's own one-line reason, before any work
 
     @property
     def model(self):
