@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -58,13 +60,7 @@ def print_report(outcome: Results, metric: str, cfg: DictConfig) -> None:
         summary, bd = summary.iloc[0:0], bd.iloc[0:0]
     else:
         lines = ["", f"=== results ({label}, bpp = bits / original pixels) ==="]
-    for entry, rows in summary.groupby("entry", sort=False):
-        if rows["qp"].isna().all():
-            lines.append(f"{entry:>14}: {label} {rows[metric].iloc[0] * 100:.2f}")
-            continue
-        cells = "  ".join(f"QP{int(r.qp)}: {r.avg_bpp:.4f} bpp / {getattr(r, metric) * 100:.2f}"
-                          for r in rows.sort_values("qp").itertuples())
-        lines.append(f"{entry:>14}: {cells}")
+        lines += _entry_lines(summary, metric, label, lambda r: f"{r.avg_bpp:.4f} bpp", 14)
     if len(bd):
         lines.append("=== BD (pchip; cubic in brackets) ===")
         for r in bd.itertuples():
@@ -84,18 +80,25 @@ def print_report(outcome: Results, metric: str, cfg: DictConfig) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _entry_lines(summary, metric: str, label: str, rate: Callable[[Any], str], width: int) -> list[str]:
+    """One line per entry: the reference's metric, or ``QP<n>: <rate> / <metric>`` for each rate point."""
+    lines = []
+    for entry, rows in summary.groupby("entry", sort=False):
+        if rows["qp"].isna().all():
+            lines.append(f"{entry:>{width}}: {label} {rows[metric].iloc[0] * 100:.2f}")
+            continue
+        cells = "  ".join(f"QP{int(r.qp)}: {rate(r)} / {getattr(r, metric) * 100:.2f}"
+                          for r in rows.sort_values("qp").itertuples())
+        lines.append(f"{entry:>{width}}: {cells}")
+    return lines
+
+
 def _sequence_lines(summary, bd, metric: str, label: str) -> list[str]:
     """A video CTC's summary: per sequence, each entry's kbps and metric by QP; BD-rate per class."""
     lines = ["", f"=== results per sequence ({label}, rate in kbps at the sequence's frame rate) ==="]
     for (seq_class, sequence), part in summary.groupby(["seq_class", "sequence"], sort=False):
         lines.append(f"{sequence} ({seq_class}):")
-        for entry, rows in part.groupby("entry", sort=False):
-            if rows["qp"].isna().all():
-                lines.append(f"{entry:>16}: {label} {rows[metric].iloc[0] * 100:.2f}")
-                continue
-            cells = "  ".join(f"QP{int(r.qp)}: {r.kbps:.1f} kbps / {getattr(r, metric) * 100:.2f}"
-                              for r in rows.sort_values("qp").itertuples())
-            lines.append(f"{entry:>16}: {cells}")
+        lines += _entry_lines(part, metric, label, lambda r: f"{r.kbps:.1f} kbps", 16)
     if len(bd):
         lines.append("=== BD-rate per class (pchip; the mean of the class's sequences, bd.csv has each) ===")
         for r in bd[bd["scope"] == "class"].itertuples():
