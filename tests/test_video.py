@@ -265,24 +265,30 @@ def test_until_done_deletes_a_sequences_c_layers_and_keeps_its_results(tmp_path,
     pd.testing.assert_frame_equal(kept.summary[columns], done.summary[columns])
 
 
+@pytest.mark.parametrize("name", ["vtm", "vvenc"])
 @pytest.mark.parametrize("mode,period", [("AI", 1), ("LD", 4), ("RA", 32)])
-def test_vtm_codes_a_sequence_as_the_ctc_drives_it(mode, period):
+def test_vvc_encoders_code_a_sequence_as_the_ctc_drives_them(name, mode, period):
     from vcm_eval.codecs.base import CodecUnavailableError
     from vcm_eval.codecs.vtm import VTMCodec
+    from vcm_eval.codecs.vvenc import VVenCCodec
 
-    codec = VTMCodec()
+    codec = VTMCodec() if name == "vtm" else VVenCCodec()
     try:
         codec.check_available()
         codec.find_config()
     except CodecUnavailableError as exc:
-        pytest.skip(f"no VTM build here: {str(exc).splitlines()[0]}")
+        pytest.skip(f"no {name} build here: {str(exc).splitlines()[0]}")
     frames = moving_frames(5, (32, 48))
     coded = codec.encode_sequence(frames, 37, CodingCondition(mode, period, 30.0))
     assert len(coded.frame_bits) == 5 and sum(coded.frame_bits) == 8 * len(coded.bitstream)
-    cfg = {"AI": "encoder_intra_vtm.cfg", "LD": "encoder_lowdelay_vtm.cfg", "RA": "encoder_randomaccess_vtm.cfg"}
     command = coded.command
-    assert command[command.index("-c") + 1].endswith(cfg[mode]) and command[command.index("-f") + 1] == "5"
-    assert f"--IntraPeriod={period}" in command and command[command.index("-fr") + 1] == "30"
+    assert command[command.index("-f") + 1] == "5" and command[command.index("-fr") + 1] == "30"
+    if name == "vtm":
+        cfg = {"AI": "encoder_intra_vtm.cfg", "LD": "encoder_lowdelay_vtm.cfg", "RA": "encoder_randomaccess_vtm.cfg"}
+        assert command[command.index("-c") + 1].endswith(cfg[mode]) and f"--IntraPeriod={period}" in command
+    else:
+        assert command[command.index("--IntraPeriod") + 1] == str(period)
+        assert command.index("--IntraPeriod") > command.index("--preset")  # the preset would reset it
     assert len(codec.decode_sequence(coded.bitstream, FrameSpec(32, 48), 5)) == 5
 
 

@@ -14,6 +14,12 @@ All-Intra configuration. ``vvencapp`` (the simple front end) has no such option 
 One encoder thread (``-t 1``): parallelism comes from coding many pictures at once, and the
 bitstream does not depend on the machine's core count. VVenC has no decoder: streams are decoded
 by PyAV's native decoder, or by a VTM DecoderApp given as ``decoder_path`` (``$VTM_DECODER``).
+
+A sequence of a video CTC is coded in one call, ``-fr FPS -f N`` and the condition's options after the preset
+(:data:`CONDITION_OPTIONS`): AI ``--IntraPeriod 1 --GOPSize 1``; LD a GOP of 8 without reordering
+(``--GOPSize 8 --PicReordering 0 --DecodingRefreshType none --POC0IDR 1``); RA the preset's GOP of 32 with CRA
+refresh every intra period (``--DecodingRefreshType cra --POC0IDR 1 --STA 0``). The bits of each picture come
+from its ``POC ... bits`` lines.
 """
 
 from __future__ import annotations
@@ -24,11 +30,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from vcm_eval.codecs.base import CodecUnavailableError
+from vcm_eval.codecs.base import CodecUnavailableError, CodingCondition
 from vcm_eval.codecs.external import EncodeJob, ExternalCodec, env_or, find_executable
 from vcm_eval.errors import SettingError
 
 _BINARY = "vvencFFapp"
+
+#: vvencFFapp's options of each coding condition (its library has no low-delay switch: LD is a GOP of 8 without
+#: reordering, no refresh pictures, POC 0 IDR; STA off under RA so that only the intra period places intra pictures)
+CONDITION_OPTIONS = {
+    "AI": lambda period: ["--IntraPeriod", "1", "--GOPSize", "1"],
+    "LD": lambda period: ["--IntraPeriod", str(period), "--DecodingRefreshType", "none", "--GOPSize", "8",
+                          "--PicReordering", "0", "--POC0IDR", "1"],
+    "RA": lambda period: ["--IntraPeriod", str(period), "--DecodingRefreshType", "cra", "--POC0IDR", "1",
+                          "--STA", "0"],
+}
 
 
 class VVenCCodec(ExternalCodec):
@@ -132,6 +148,16 @@ class VVenCCodec(ExternalCodec):
             "-b", job.bitstream_path,
             *self.extra_options,
         ]
+
+    codes_sequences = True
+
+    def sequence_args(self, job: EncodeJob, condition: CodingCondition, num_frames: int) -> list[str]:
+        """vvencFFapp's command line for a sequence under ``condition`` (see the module docstring)."""
+        args = self.encode_args(job)
+        args[args.index("-fr") + 1] = str(max(1, round(condition.frame_rate)))
+        args[args.index("-f") + 1] = str(num_frames)
+        at = args.index("--IntraQPOffset=0") + 1  # after the preset, which would reset what follows it otherwise
+        return [*args[:at], *CONDITION_OPTIONS[condition.mode](condition.intra_period), *args[at:]]
 
     def identity_extra(self) -> dict[str, Any]:
         return {"preset": self.preset, "threads": self.threads}
