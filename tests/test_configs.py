@@ -16,6 +16,7 @@ from vcm_eval.build import build
 from vcm_eval.cli import CONFIG_DIR, build_entries
 from vcm_eval.codecs.base import CodecUnavailableError, VideoCodec
 from vcm_eval.data.base import DetectionDataset
+from vcm_eval.data.sequences import SequenceDataset
 from vcm_eval.executors.base import Executor
 from vcm_eval.methods import CodingEntry
 from vcm_eval.models.base import SplitModel, WeightsError
@@ -111,11 +112,20 @@ def test_every_model_builds_or_names_the_weights_to_fetch(option):
 
 @pytest.mark.parametrize("option", options("dataset"))
 def test_every_dataset_builds_or_says_what_to_set(option, tmp_path):
-    cfg = compose_cfg(f"dataset={option}", f"paths.data_root={tmp_path}", "ctc.num_images=2",
-                      *(["dataset.size=2"] if option == "synthetic" else []))
+    small = {"synthetic": ["dataset.size=2"],
+             "embedded_video": ["dataset.num_sequences=1", "dataset.num_frames=2", "dataset.height=64",
+                                "dataset.width=96"]}
+    cfg = compose_cfg(f"dataset={option}", f"paths.data_root={tmp_path}", "ctc.num_images=2", *small.get(option, []))
     if option == "synthetic":
         dataset = build(cfg.dataset, expect=DetectionDataset, what="dataset")
         assert len(dataset.records()) == 2
+    elif option == "embedded_video":
+        dataset = build(cfg.dataset, expect=SequenceDataset, what="dataset")
+        assert [r.num_frames for r in dataset.sequences()] == [2]
+    elif option in ("sfu_hw", "tvd"):  # sequence sets: read when the sweep asks for their sequences
+        with pytest.raises(FileNotFoundError) as info:
+            build(cfg.dataset, expect=SequenceDataset, what="dataset").sequences()
+        assert "dataset.root" in str(info.value)
     else:
         with pytest.raises((FileNotFoundError, ValueError)) as info:
             build(cfg.dataset, expect=DetectionDataset, what="dataset")
