@@ -168,3 +168,25 @@ def test_ctrl_c_stops_and_counts_what_is_stored():
     assert info.value.total == len(nodes) and info.value.finished == len(
         [n for n in nodes if all(o in book.objects for o in n.outputs)])
     assert "kept in the store memory://toy" in str(info.value)
+
+
+def test_a_stop_whose_exception_was_swallowed_still_stops_the_sweep_at_its_next_step():
+    from vcm_eval.pipeline.scheduler import request_stop
+
+    book = Book()
+    nodes = chain(book, 4)
+    original = nodes[1].fn
+
+    def swallowed_sigterm(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            request_stop(KeyboardInterrupt())  # as if raised inside a destructor and ignored there
+
+    nodes[1].fn = swallowed_sigterm
+    with pytest.raises(SweepInterrupted) as info:
+        Scheduler(LocalExecutor(), book, progress=False).run(nodes)
+    finished = info.value.finished
+    assert info.value.total == 12 and 2 <= finished < 12  # stopped early; the task that ran when it came is kept
+    rest = Scheduler(LocalExecutor(), book, progress=False).run(nodes)  # nothing is pending any more
+    assert len(rest) == 12 - finished

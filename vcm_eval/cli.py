@@ -21,6 +21,7 @@ from vcm_eval.api import run as api_run
 from vcm_eval.errors import UserError
 from vcm_eval.evaluation.summary import format_bd
 from vcm_eval.pipeline import SweepInterrupted
+from vcm_eval.pipeline.scheduler import request_stop
 from vcm_eval.reporting.report import METRIC_LABELS
 
 __all__ = ["CONFIG_DIR", "USER_ERRORS", "ReportWriteError", "Results", "build_entries", "check_dataset_task",
@@ -39,7 +40,9 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+    stop = Terminated()
+    request_stop(stop)  # seen by the scheduler even if a destructor running now swallows the exception
+    raise stop
 
 
 def run(cfg: DictConfig, out_dir: Path | None = None) -> Results:

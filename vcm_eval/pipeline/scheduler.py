@@ -52,6 +52,22 @@ class SweepError(UserError, RuntimeError):
         return bool(self.failures) and len(self.unusable) == len(self.failures)
 
 
+#: stops requested by a signal handler (:func:`request_stop`). A handler's exception can be swallowed: raised while
+#: a destructor runs (a Dask future's ``__del__``), Python prints "Exception ignored in ..." and goes on; the
+#: scheduler then sees the request here at its next step.
+_STOP_REQUESTS: list[KeyboardInterrupt] = []
+
+
+def request_stop(exc: KeyboardInterrupt) -> None:
+    """Record a stop (Ctrl-C, SIGTERM) for the running sweep, whether or not ``exc`` reaches it."""
+    _STOP_REQUESTS.append(exc)
+
+
+def _raise_requested_stop() -> None:
+    if _STOP_REQUESTS:
+        raise _STOP_REQUESTS.pop()
+
+
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during the sweep, after the workers were stopped.
 
@@ -144,8 +160,10 @@ class Scheduler:
         try:
             run.start()
             while run.in_flight:
+                _raise_requested_stop()
                 run.step()
         except KeyboardInterrupt as exc:
+            _STOP_REQUESTS.clear()
             run.bar.close()
             self.executor.terminate()  # before counting: what the workers finished meanwhile is in the store
             finished = finished_nodes(nodes, self.book.exists)
