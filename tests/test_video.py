@@ -321,3 +321,15 @@ def test_an_image_entry_that_codes_pictures_only_is_refused_before_any_work(tmp_
     with pytest.raises(SettingError, match="codes still pictures only"):
         vcm_eval.run(cfg, tmp_path / "run")
     assert not (tmp_path / "store" / "clayers").exists()
+
+
+def test_a_bitstream_another_writer_is_still_recording_is_kept_and_a_foreign_one_set_aside(tmp_path):
+    store = Store(tmp_path / "store")
+    coder = CachedCodec(LosslessCodec(), store)
+    store.write_bytes("bitstreams", "k1", ".bin", b"same bytes")  # the other writer has not written its record yet
+    coder.store_bitstream("k1", b"same bytes", {"qp": 1})
+    assert store.read_bytes("bitstreams", "k1", ".bin") == b"same bytes" and not list((tmp_path / "store").rglob(
+        "damaged/**/*.bin"))
+    store.write_bytes("bitstreams", "k2", ".bin", b"left by a crash, other bytes")
+    record = coder.store_bitstream("k2", b"ours", {"qp": 1})
+    assert store.read_bytes("bitstreams", "k2", ".bin") == b"ours" and record["num_bytes"] == 4

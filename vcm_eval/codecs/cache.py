@@ -118,7 +118,15 @@ class CachedCodec:
         Where another writer was first, its (equal) bitstream and record are the ones kept and returned.
         """
         if self.store.exists(KIND, key, ".bin") and not self.store.exists(KIND, key, ".json"):
-            self.store.set_aside(KIND, key, ".bin")  # an orphan (its record was lost): not ours to trust
+            # Another writer between its bitstream and its record (two workers coding a picture two entries
+            # share), or an orphan whose record was lost. The same bytes are the same bitstream: keep them, or
+            # the other writer's record would point at nothing; other bytes are not ours to trust.
+            try:
+                same = self.store.read_bytes(KIND, key, ".bin") == data
+            except (OSError, UnusableObjectError):
+                same = False
+            if not same:
+                self.store.set_aside(KIND, key, ".bin")
         self.store.write_bytes(KIND, key, ".bin", data)
         stored = self.store.read_bytes(KIND, key, ".bin")  # what is under the name now, ours or the first writer's
         record = {**record, "num_bytes": len(stored), "sha256": sha256_hex(stored)}
